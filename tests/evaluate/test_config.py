@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from cotspec.errors import CotspecError
+from cotspec.evaluate.config import EvalConfig
+from cotspec.fieldhelp import field_docs
+
+
+def make(**overrides):
+    values = dict(model="m", tasks=("gsm8k",), out=Path("runs/x"))
+    values.update(overrides)
+    return EvalConfig(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "flag"),
+    [
+        ({"limit": 0}, "--limit"),
+        ({"self_consistency": 0}, "--self-consistency"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"backend": "vllm"}, "--backend"),
+        ({"backend": "openai"}, "--base-url"),
+        ({"dtype": "fp8"}, "--dtype"),
+        ({"tasks": ()}, "--tasks"),
+        ({"self_consistency": 5, "sc_temperature": 0.0}, "--sc-temperature"),
+    ],
+)
+def test_bad_values_name_their_flag(overrides, flag):
+    with pytest.raises(CotspecError, match=flag):
+        make(**overrides)
+
+
+def test_identity_ignores_what_may_change_between_resumes():
+    assert make(limit=5, batch_size=4).identity() == make(limit=50, batch_size=64).identity()
+    assert make(max_new_tokens=128).identity() != make().identity()
+
+
+def test_every_field_has_help_text():
+    docs = field_docs(EvalConfig)
+    assert set(docs) == set(EvalConfig.__dataclass_fields__)
+    assert docs["limit"] == "Evaluate the first N examples of each task."
