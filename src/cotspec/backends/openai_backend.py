@@ -1,0 +1,461 @@
+"""Sample from (or evaluate) any model behind an OpenAI-compatible HTTP API.
+
+Works unchanged against vLLM, llama.cpp's server (``cotspec serve-teacher``), ``transformers serve``
+and hosted APIs, over the completions API (default) or chat completions (``api="chat"``).
+
+Two ways in
+-----------
+``generate(prompts, params)`` is the `Backend` protocol: yields ``(prompt index, params.n completions)``
+once all n samples of a prompt are in.
+
+``generate_requests(requests, params)`` is the lower-level API the teacher sampler uses to resume: each
+`SampleRequest` names a caller-chosen ``key`` (a question id), its prompt, and the ``sample_ids`` still
+missing (e.g. ``(17, 18, ..., 39)`` when 17 of 40 samples are already stored). It yields one
+`SampleResult(key, sample_id, completion)` per sample *as soon as the HTTP response carrying it
+arrives*, so the caller can persist each sample before the next one lands: a run killed at any point
+loses only the requests in flight, and a restart asks for exactly the samples that are still missing.
+
+How requests are sent
+---------------------
+- The samples of a request are asked for ``max_n_per_request`` at a time with the API's ``n``. Some
+  servers ignore ``n`` (llama.cpp's server always returns one choice): when a response has fewer
+  choices than asked, the ones received are kept and the rest are sent as one request per sample,
+  for the rest of the run.
+- Seeds: with ``params.seed`` set, each HTTP request carries a seed derived from (seed, prompt, first
+  sample id), so a sample is reproducible however the run was split or resumed. Without one, sampled
+  (temperature > 0) requests carry a fresh random seed: servers such as llama.cpp's otherwise derive
+  per-request seeds from a fixed default, and two servers of a fleet would return identical samples.
+  A retry resends the same body, seed included.
+- At most ``concurrency`` requests are in flight, spread over the fleet of ``base_urls``
+  (least-in-flight; dead endpoints cooled down, see `fleet`). Transient failures are retried with
+  backoff honouring Retry-After (see `retry`); after ``max_attempts`` the run stops taking new work,
+  lets the requests in flight finish (their samples are still yielded), then raises a one-line
+  `CotspecError` naming the API path, endpoint and last failure.
+- The API key is read from the environment variable named by ``api_key_env`` when a run starts and
+  lives only in that run's HTTP client headers: it is never stored on the backend, logged, or put in
+  an error message.
+
+The HTTP engine is asyncio (httpx.AsyncClient) on a background thread; the generators above are plain
+synchronous iterators fed from it through a queue, and closing them early cancels what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import queue
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from ..errors import CotspecError
+from .base import Completion, ProgressCallback, SamplingParams
+from .fleet import Endpoint, EndpointPool
+from .openai_wire import API_PATHS, MalformedResponse, build_payload, first_model_id, parse_choices
+from .retry import TransientHTTPError, WaitForServer, is_retryable_status, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """How to reach an OpenAI-compatible server (or a fleet of them) and how hard to try."""
+
+    base_urls: tuple[str, ...]
+    """API root(s) such as ``http://127.0.0.1:8000/v1`` (``/v1`` is added when the URL has no path).
+    Several, comma-separated, spread requests over a fleet of servers of the same model."""
+    model: str | None = None
+    """Model name sent with every request; None asks the first server (``GET /models``)."""
+    api: Literal["completions", "chat"] = "completions"
+    """``completions`` (raw prompt, as the paper's teachers) or ``chat`` (prompt as one user message)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key (unset: no Authorization header)."""
+    concurrency: int = 8
+    """Most HTTP requests in flight at once, over the whole fleet."""
+    timeout_s: float = 600.0
+    """Seconds to wait for a response (connect, send, and each read) before retrying."""
+    max_attempts: int = 8
+    """Tries per HTTP request, the first included, before the run fails."""
+    backoff_initial_s: float = 1.0
+    """First retry wait in seconds; it doubles per attempt, plus up to this much random jitter."""
+    backoff_max_s: float = 60.0
+    """Longest backoff wait in seconds."""
+    max_retry_after_s: float = 300.0
+    """Longest server-requested wait (Retry-After) honoured, in seconds."""
+    max_n_per_request: int = 16
+    """Most samples asked for in one request (the API's ``n``); a failed request loses at most these."""
+    cooldown_s: float = 30.0
+    """Seconds a failing endpoint of the fleet is left alone before one probe request."""
+    failures_before_cooldown: int = 3
+    """Consecutive failures that put an endpoint in cool-down (a refused connection does at once)."""
+
+    def __post_init__(self) -> None:
+        # Accept what a CLI hands over: one string or several, each possibly comma-separated.
+        given = (self.base_urls,) if isinstance(self.base_urls, str) else tuple(self.base_urls)
+        urls = [u for item in given for u in item.split(",") if u.strip()]
+        normalized = tuple(_normalize_base_url(u) for u in urls)
+        if not normalized:
+            raise CotspecError("--base-url is required, e.g. --base-url http://127.0.0.1:8000/v1")
+        object.__setattr__(self, "base_urls", normalized)
+        if self.api not in API_PATHS:
+            raise CotspecError(f"--api must be one of {sorted(API_PATHS)}, got {self.api!r}")
+        if not self.api_key_env or not self.api_key_env.replace("_", "").isalnum():
+            raise CotspecError(f"--api-key-env must be an environment variable name, got {self.api_key_env!r}")
+        checks = [
+            ("--concurrency", self.concurrency >= 1, self.concurrency, ">= 1"),
+            ("--timeout", self.timeout_s > 0, self.timeout_s, "> 0 seconds"),
+            ("--max-attempts", self.max_attempts >= 1, self.max_attempts, ">= 1"),
+            ("--backoff-initial", self.backoff_initial_s >= 0, self.backoff_initial_s, ">= 0 seconds"),
+            ("--backoff-max", self.backoff_max_s >= self.backoff_initial_s, self.backoff_max_s,
+             ">= --backoff-initial"),
+            ("--max-retry-after", self.max_retry_after_s >= 0, self.max_retry_after_s, ">= 0 seconds"),
+            ("--max-n-per-request", self.max_n_per_request >= 1, self.max_n_per_request, ">= 1"),
+            ("--cooldown", self.cooldown_s >= 0, self.cooldown_s, ">= 0 seconds"),
+            ("--failures-before-cooldown", self.failures_before_cooldown >= 1,
+             self.failures_before_cooldown, ">= 1"),
+        ]
+        for flag, ok, value, want in checks:
+            if not ok:
+                raise CotspecError(f"{flag} must be {want}, got {value}")
+
+
+def _normalize_base_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CotspecError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}")
+    return url if parts.path else url + "/v1"
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Samples wanted for one prompt."""
+
+    key: Hashable
+    """The caller's id for the prompt (e.g. a question id); results carry it back."""
+    prompt: str
+    sample_ids: tuple[int, ...]
+    """Which samples of this prompt to generate, e.g. the ones missing from a store."""
+
+    def __post_init__(self) -> None:
+        if not self.sample_ids or len(set(self.sample_ids)) != len(self.sample_ids):
+            raise ValueError(f"sample_ids of {self.key!r} must be non-empty and distinct")
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    key: Hashable
+    sample_id: int
+    completion: Completion
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One HTTP request's worth of samples: `sample_ids` of `request`, with the seed it carries."""
+
+    request: SampleRequest
+    sample_ids: tuple[int, ...]
+    seed: int | None
+
+
+def derive_seed(seed: int, prompt: str, sample_id: int) -> int:
+    """A 31-bit seed for (run seed, prompt, sample id): stable across runs and resumptions."""
+    digest = hashlib.blake2b(f"{seed}\0{sample_id}\0{prompt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+class OpenAIBackend:
+    """`Backend` over OpenAI-compatible HTTP servers; see the module docstring."""
+
+    def __init__(self, config: OpenAIConfig):
+        self.config = config
+        self.name = f"openai:{config.model or 'auto'}"
+        self._model = config.model
+        self._pool = EndpointPool(config.base_urls, config.cooldown_s, config.failures_before_cooldown)
+        self._n_supported = True  # until a server returns fewer choices than asked
+        self._random = random.SystemRandom()
+
+    @classmethod
+    def from_options(cls, base_url: str | Sequence[str], model: str | None = None, **options: Any) -> OpenAIBackend:
+        """Build from CLI-style values: ``base_url`` may be comma-separated; options are `OpenAIConfig` fields."""
+        urls = (base_url,) if isinstance(base_url, str) else tuple(base_url)
+        return cls(OpenAIConfig(base_urls=urls, model=model, **options))
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_urls={list(self.config.base_urls)}, model={self._model!r}, api={self.config.api!r})"
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """The fleet and what is known of each server's health (for diagnostics)."""
+        return list(self._pool.endpoints)
+
+    @property
+    def server_supports_n(self) -> bool:
+        """False once a server answered a request for n > 1 samples with fewer."""
+        return self._n_supported
+
+    # -- public, synchronous -------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        on_tokens: ProgressCallback | None = None,
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        requests = [SampleRequest(i, p, tuple(range(params.n))) for i, p in enumerate(prompts)]
+        received: dict[int, dict[int, Completion]] = {}
+        for result in self.generate_requests(requests, params, on_tokens):
+            got = received.setdefault(result.key, {})  # type: ignore[arg-type]
+            got[result.sample_id] = result.completion
+            if len(got) == params.n:
+                del received[result.key]  # type: ignore[arg-type]
+                yield result.key, [got[i] for i in range(params.n)]  # type: ignore[misc]
+
+    def generate_requests(
+        self,
+        requests: Iterable[SampleRequest],
+        params: SamplingParams,
+        on_tokens: ProgressCallback | None = None,
+    ) -> Iterator[SampleResult]:
+        """Yield one `SampleResult` per requested (key, sample id), in arrival order, each exactly once."""
+        requests = list(requests)
+        if not requests:
+            return
+        run = _BackgroundRun(lambda emit: self._run(requests, params, emit))
+        try:
+            while True:
+                item = run.results.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if on_tokens is not None:
+                    on_tokens(item.completion.completion_tokens)
+                yield item
+        finally:
+            run.stop()
+
+    def close(self) -> None:
+        """Nothing to release: each run owns its HTTP client and closes it when the run ends."""
+
+    # -- the async engine ---------------------------------------------------------------------
+
+    def _plan(self, request: SampleRequest, params: SamplingParams) -> list[_Work]:
+        size = self.config.max_n_per_request if self._n_supported else 1
+        ids = request.sample_ids
+        return [self._work(request, ids[i : i + size], params) for i in range(0, len(ids), size)]
+
+    def _work(self, request: SampleRequest, sample_ids: tuple[int, ...], params: SamplingParams) -> _Work:
+        if params.seed is not None:
+            seed: int | None = derive_seed(params.seed, request.prompt, sample_ids[0])
+        elif not params.greedy:
+            seed = self._random.randrange(2**31 - 1)
+        else:
+            seed = None
+        return _Work(request, sample_ids, seed)
+
+    async def _run(
+        self, requests: list[SampleRequest], params: SamplingParams, emit: Callable[[Any], None]
+    ) -> None:
+        api_key = os.environ.get(self.config.api_key_env) or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(self.config.timeout_s)
+        limits = httpx.Limits(max_connections=self.config.concurrency + len(self.config.base_urls))
+        async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as client:
+            if self._model is None:
+                body = await self._call(client, "GET", "/models", None, api_key)
+                try:
+                    self._model = first_model_id(body)
+                except MalformedResponse:
+                    raise CotspecError("the server lists no model at GET /models: pass --model") from None
+                self.name = f"openai:{self._model}"
+            pending: asyncio.Queue[_Work] = asyncio.Queue()
+            for request in requests:
+                for work in self._plan(request, params):
+                    pending.put_nowait(work)
+            failures: list[Exception] = []  # the first one ends the run once in-flight work is done
+
+            async def worker() -> None:
+                while True:
+                    work = await pending.get()
+                    try:
+                        if not failures:  # after a failure, drain without sending
+                            for item in await self._sample(client, work, params, api_key, pending):
+                                emit(item)
+                    except Exception as err:  # a bug too: a dead worker would hang join()
+                        failures.append(err)
+                    finally:
+                        pending.task_done()
+
+            workers = [asyncio.create_task(worker()) for _ in range(self.config.concurrency)]
+            try:
+                await pending.join()
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+            if failures:
+                raise failures[0]
+
+    async def _sample(
+        self,
+        client: httpx.AsyncClient,
+        work: _Work,
+        params: SamplingParams,
+        api_key: str | None,
+        pending: asyncio.Queue[_Work],
+    ) -> list[SampleResult]:
+        api = self.config.api
+        assert self._model is not None
+        payload = build_payload(api, self._model, work.request.prompt, params, len(work.sample_ids), work.seed)
+        completions = await self._call(client, "POST", API_PATHS[api], payload, api_key, params)
+        got = completions[: len(work.sample_ids)]
+        if len(got) < len(work.sample_ids):
+            # The server ignored `n`: keep what came and ask for the rest one sample per request.
+            if self._n_supported:
+                logger.info("server returned %d of %d choices: it ignores n; sending one request per sample",
+                            len(got), len(work.sample_ids))
+                self._n_supported = False
+            for sample_id in work.sample_ids[len(got):]:
+                pending.put_nowait(self._work(work.request, (sample_id,), params))
+        return [SampleResult(work.request.key, sid, c) for sid, c in zip(work.sample_ids, got)]
+
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        api_key: str | None,
+        params: SamplingParams | None = None,
+    ) -> Any:
+        """One API call with retries: the parsed completions (POST) or JSON body (GET)."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_attempts),
+            wait=WaitForServer(
+                self.config.backoff_initial_s,
+                self.config.backoff_max_s,
+                self.config.max_retry_after_s,
+                self._pool.has_live_alternative,
+            ),
+            retry=retry_if_exception_type(TransientHTTPError),
+            before_sleep=lambda state: self._log_retry(method, path, state),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._call_once(client, method, path, payload, api_key, params)
+        except TransientHTTPError as err:
+            raise CotspecError(
+                f"{method} {path} failed after {self.config.max_attempts} attempts; last: {err}. "
+                "Check that the server at --base-url is up, or raise --max-attempts / --timeout"
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _call_once(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        api_key: str | None,
+        params: SamplingParams | None,
+    ) -> Any:
+        endpoint = self._pool.acquire()
+        healthy = False
+        down = False
+        try:
+            try:
+                response = await client.request(method, endpoint.base_url + path, json=payload)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                down = True
+                raise TransientHTTPError(f"cannot connect ({type(err).__name__})", endpoint, endpoint_down=True) from None
+            except httpx.TimeoutException:
+                raise TransientHTTPError(f"no response within {self.config.timeout_s:g} s", endpoint) from None
+            except httpx.TransportError as err:  # reset, closed mid-response, protocol garbage
+                raise TransientHTTPError(f"connection broken ({type(err).__name__})", endpoint) from None
+            status = response.status_code
+            if is_retryable_status(status):
+                healthy = status < 500  # 429 & co: alive, just busy
+                raise TransientHTTPError(
+                    f"HTTP {status}", endpoint, status=status,
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                )
+            healthy = True
+            if status >= 400:
+                raise self._client_error(method, path, endpoint, response, api_key)
+            try:
+                body = response.json()
+                return parse_choices(self.config.api, body, params) if params is not None else body
+            except ValueError as err:  # invalid JSON or MalformedResponse
+                healthy = False
+                raise TransientHTTPError(f"invalid response body ({type(err).__name__})", endpoint) from None
+        finally:
+            self._pool.release(endpoint, ok=healthy, down=down)
+
+    def _client_error(
+        self, method: str, path: str, endpoint: Endpoint, response: httpx.Response, api_key: str | None
+    ) -> CotspecError:
+        hint = {
+            401: f"check the API key in ${self.config.api_key_env}",
+            403: f"check the API key in ${self.config.api_key_env}",
+            404: "check --base-url (it usually ends in /v1) and --model",
+        }.get(response.status_code, "check the sampling settings and --model")
+        detail = _redact(response.text[:200], api_key)
+        return CotspecError(
+            f"{method} {path} on {endpoint.label} was rejected with HTTP {response.status_code}: {detail}; {hint}"
+        )
+
+    def _log_retry(self, method: str, path: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.info("%s %s: %s; retry %d/%d in %.1f s", method, path, error, state.attempt_number,
+                    self.config.max_attempts - 1, wait)
+
+
+_DONE = object()
+
+
+class _BackgroundRun:
+    """Runs one coroutine on a private event loop thread; what it emits lands in `results`.
+
+    The queue receives each emitted item, then either `_DONE` or the exception that ended the run.
+    """
+
+    def __init__(self, make_coroutine: Callable[[Callable[[Any], None]], Any]):
+        self.results: queue.Queue[Any] = queue.Queue()
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(make_coroutine(self.results.put))
+        self._thread = threading.Thread(target=self._main, name="cotspec-openai", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._loop.run_until_complete(self._task)
+            self.results.put(_DONE)
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread
+            self.results.put(err)
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    def stop(self) -> None:
+        """Cancel whatever is still in flight and wait for the thread to finish."""
+        if self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:  # the loop closed in between
+                pass
+            self._thread.join()
