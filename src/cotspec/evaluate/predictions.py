@@ -59,6 +59,21 @@ class PredictionFile:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
+    def rewrite_in_order(self, records: dict[str, dict], order: list[str]) -> None:
+        """Rewrite the file atomically with `order`'s ids first (dataset order), then any other records.
+
+        Generation finishes examples out of order (batches are length-sorted); people read these files.
+        """
+        self.close()
+        ranked = [records[i] for i in order if i in records]
+        ranked += [r for i, r in records.items() if i not in set(order)]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in ranked)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()

@@ -63,6 +63,8 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory) -> dict:
             backend.close()
             for handle in files.values():
                 handle.close()
+        for name in {p.task.name for p in pending}:
+            files[name].rewrite_in_order(records[name], [ex.id for ex in selected[name]])
 
     summary = summarize(config, tasks, selected, records)
     write_json_atomic(config.out / "summary.json", summary)

@@ -1,0 +1,58 @@
+"""The `cotspec` command line: one typer app, one module per command, errors as one line.
+
+    cotspec --help
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import typer
+
+from ..errors import CotspecError
+
+app = typer.Typer(
+    name="cotspec",
+    help="Specialize small language models for multi-step reasoning by distilling chain-of-thought.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register_commands() -> None:
+    # Each command lives in its own module and registers itself on `app` when imported.
+    from . import build_cmd  # noqa: F401
+    from . import eval_cmd  # noqa: F401
+    from . import sample_cmd  # noqa: F401
+    from . import store_cmd  # noqa: F401
+    from . import serve_cmd  # noqa: F401
+    from . import train_cmd  # noqa: F401
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: runs the app; a CotspecError becomes `error: <one line>` and exit status 2."""
+    _register_commands()
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="cotspec")
+    except CotspecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume where it stopped", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit as stop:
+        # typer turns Ctrl-C inside a command into a silent SystemExit(130): say how to resume.
+        if stop.code == 130:
+            print("interrupted: re-run the same command to resume where it stopped", file=sys.stderr)
+        raise
+
+
+if __name__ == "__main__":
+    # Run as `python -m cotspec.cli.main`, this file is `__main__`, a second copy of the module: the
+    # commands register on the imported `cotspec.cli.main.app`, so call through that one.
+    from cotspec.cli.main import main as _main
+
+    _main()
