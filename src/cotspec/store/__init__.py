@@ -1,0 +1,11 @@
+"""The sample store: teacher chains with their top-k log-probabilities in one crash-safe SQLite file."""
+
+from __future__ import annotations
+
+from .blob import TopK
+from .export import FORMATS
+from .records import RunConfig, SampleRow, StoredSample
+from .sample_store import SampleStore
+from .stats import StoreStats, pass_at_k
+
+__all__ = ["FORMATS", "RunConfig", "SampleRow", "SampleStore", "StoreStats", "StoredSample", "TopK", "pass_at_k"]
