@@ -1,0 +1,231 @@
+"""Token-by-token decoding of one batch, dropping finished rows from the KV cache as it goes.
+
+`model.generate` keeps every row of a batch in the forward pass until the last one finishes, so a
+batch costs as much as its longest completion times its size. Here finished rows leave the batch:
+their KV-cache entries are dropped (`Cache.batch_select_indices`) once enough of them have finished
+to pay for the copy. Everything else is the library's: model forward, KV caches, attention masks, the
+temperature / top-p warpers.
+
+A "stepper" hides the difference between decoder-only and encoder-decoder models: it produces the
+logits for the next token of every active row, advances by one token, and can keep a subset of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from transformers import (
+    DynamicCache,
+    EncoderDecoderCache,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from .base import SamplingParams
+from .stopping import find_stop
+
+
+@dataclass
+class RowResult:
+    """Raw outcome of one row: generated ids (end-of-sequence token excluded) and how it ended."""
+
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+    generated: int = 0
+    """Tokens the model produced, the end-of-sequence token included."""
+    stop_at: int | None = None
+    """Character offset of the stop string in the decoded text, when a stop string ended the row."""
+    top_logprobs: list[tuple[list[int], list[float]]] | None = None
+    """Per generated token: (candidate ids, their log-probs), most likely first."""
+
+
+class CausalStepper:
+    """Decoder-only: left-padded prompts, explicit position ids, one DynamicCache."""
+
+    def __init__(self, model: PreTrainedModel, prompts: Sequence[Sequence[int]], pad_id: int):
+        self.model = model
+        device = model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        self.mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            self.mask[row, width - len(ids) :] = 1
+        input_ids, self.mask = input_ids.to(device), self.mask.to(device)
+        # Left padding shifts the prompt; positions count real tokens only, as if each row were alone.
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.last_position = positions[:, -1:]
+        self.cache = DynamicCache(config=model.config)
+        self.first_logits = model(
+            input_ids=input_ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,  # the LM head on the last position only: vocab x prompt length saved
+        ).logits[:, -1]
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
+        self.last_position = self.last_position + 1
+        return self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.last_position,
+            past_key_values=self.cache,
+            use_cache=True,
+        ).logits[:, -1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (indices may repeat: that duplicates a row)."""
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        self.last_position = self.last_position[rows]
+
+
+class Seq2SeqStepper:
+    """Encoder-decoder: encode once (right padding is harmless there), then decode from the start token."""
+
+    def __init__(self, model: PreTrainedModel, prompts: Sequence[Sequence[int]], pad_id: int):
+        self.model = model
+        device = model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        self.mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            self.mask[row, : len(ids)] = 1
+        input_ids, self.mask = input_ids.to(device), self.mask.to(device)
+        self.encoded = model.get_encoder()(input_ids=input_ids, attention_mask=self.mask)
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = model.generation_config.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        self.first_logits = self.advance(torch.full((len(prompts),), start, dtype=torch.long, device=device))
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(
+            encoder_outputs=self.encoded,
+            attention_mask=self.mask,
+            decoder_input_ids=tokens[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        ).logits[:, -1]
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        self.encoded.last_hidden_state = self.encoded.last_hidden_state[rows]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    eos_ids: frozenset[int]
+    decode: Callable[[Sequence[int]], str]
+    """Token ids -> text (special tokens skipped), for stop-string matching."""
+    prune_fraction: float = 0.25
+    """Drop finished rows from the KV cache once they are at least this share of the batch."""
+
+
+def decode_batch(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    options: DecodeOptions,
+    *,
+    pad_id: int,
+    seeds: Sequence[int] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
+) -> list[RowResult]:
+    """Generate one completion per prompt in `prompts` (token ids, unpadded).
+
+    `seeds` (one per row, required when sampling) seed a private generator per row, so a row's
+    sample does not depend on which other rows share its batch.
+    """
+    device = model.device
+    # Prefill each distinct prompt once; n samples of a prompt then share its cache rows by copy.
+    distinct: dict[tuple[int, ...], int] = {}
+    source_row = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+    stepper_class = Seq2SeqStepper if model.config.is_encoder_decoder else CausalStepper
+    stepper = stepper_class(model, [list(p) for p in distinct], pad_id)
+    logits = stepper.first_logits
+    if len(distinct) < len(prompts):
+        expand = torch.tensor(source_row, device=device)
+        stepper.select(expand)
+        logits = logits[expand]
+
+    generators = None
+    if not params.greedy:
+        if seeds is None:
+            raise ValueError("decode_batch: sampling needs one seed per row")
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    warpers = _warpers(params)
+
+    results = [RowResult(top_logprobs=[] if params.top_logprobs else None) for _ in prompts]
+    active = list(range(len(prompts)))  # original row index of each row still in the batch
+    finished_in_batch: set[int] = set()  # positions in `active` whose row is done but not yet dropped
+    eos = torch.tensor(sorted(options.eos_ids), device=device)
+
+    for step in range(params.max_new_tokens):
+        scores = logits.float()
+        live = [pos for pos in range(len(active)) if pos not in finished_in_batch]
+        if params.top_logprobs:
+            # Raw model distribution (before temperature / top-p), as vLLM and OpenAI report it.
+            top = torch.log_softmax(scores, dim=-1).topk(params.top_logprobs, dim=-1)
+            top_ids, top_values = top.indices.tolist(), top.values.tolist()
+            for pos in live:
+                results[active[pos]].top_logprobs.append((top_ids[pos], top_values[pos]))
+        row_generators = None if generators is None else [generators[row] for row in active]
+        next_tokens = _choose(scores, warpers, row_generators)
+        is_eos = torch.isin(next_tokens, eos).tolist()
+        chosen = next_tokens.tolist()
+
+        for pos in live:
+            result = results[active[pos]]
+            result.generated += 1
+            if is_eos[pos]:
+                result.finish_reason = "stop"
+                finished_in_batch.add(pos)
+                continue
+            result.token_ids.append(chosen[pos])
+            if params.stop:
+                stop_at = find_stop(options.decode(result.token_ids), params.stop)
+                if stop_at is not None:
+                    result.finish_reason, result.stop_at = "stop", stop_at
+                    finished_in_batch.add(pos)
+        if on_tokens is not None:
+            on_tokens(len(live))
+        if len(finished_in_batch) == len(active) or step == params.max_new_tokens - 1:
+            break
+        if len(finished_in_batch) >= max(1.0, options.prune_fraction * len(active)):
+            keep = [pos for pos in range(len(active)) if pos not in finished_in_batch]
+            keep_index = torch.tensor(keep, device=device)
+            stepper.select(keep_index)
+            next_tokens = next_tokens[keep_index]
+            active = [active[pos] for pos in keep]
+            finished_in_batch = set()
+        logits = stepper.advance(next_tokens)
+    return results
+
+
+def _warpers(params: SamplingParams) -> list:
+    if params.greedy:
+        return []
+    warpers: list = [TemperatureLogitsWarper(params.temperature)]
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    return warpers
+
+
+def _choose(scores: torch.Tensor, warpers: list, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else a draw from the warped distribution."""
+    if generators is None:
+        return scores.argmax(dim=-1)
+    for warper in warpers:
+        scores = warper(None, scores)
+    probs = torch.softmax(scores, dim=-1)
+    draws = [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(generators)]
+    return torch.cat(draws)

@@ -1,0 +1,19 @@
+"""Loading models: presets with embedded weights, GGUF files, local directories, hub ids."""
+
+from __future__ import annotations
+
+from .dtypes import cpu_has_native_bf16, resolve_device, resolve_dtype
+from .loading import LoadedModel, cache_dir, load_model, save_model
+from .presets import PRESETS, Preset
+
+__all__ = [
+    "PRESETS",
+    "LoadedModel",
+    "Preset",
+    "cache_dir",
+    "cpu_has_native_bf16",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+    "save_model",
+]
