@@ -20,11 +20,10 @@ def model_and_tokenizer(request):
     return (tiny_llama if request.param == "llama" else tiny_t5)(tokenizer), tokenizer
 
 
-def options(tokenizer, **overrides) -> DecodeOptions:
+def options(tokenizer) -> DecodeOptions:
     return DecodeOptions(
         eos_ids=frozenset({tokenizer.eos_token_id}),
         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-        **overrides,
     )
 
 
@@ -77,7 +76,7 @@ def test_sampled_rows_survive_other_rows_leaving_the_batch(model_and_tokenizer):
             for s, p in enumerate(prompts)
         ]
         together = decode_batch(
-            model, prompts, stopped, options(tokenizer, prune_fraction=0.0), pad_id=tokenizer.pad_token_id, seeds=range(6)
+            model, prompts, stopped, options(tokenizer), pad_id=tokenizer.pad_token_id, seeds=range(6)
         )
     assert [(r.token_ids, r.finish_reason) for r in together] == [(r.token_ids, r.finish_reason) for r in alone]
     assert sum(r.finish_reason == "stop" and r.generated < 10 for r in together) >= 2
@@ -88,7 +87,9 @@ def test_identical_prompts_are_prefilled_once_and_sampled_independently(model_an
     prompt = tokenizer(PROMPTS[0])["input_ids"]
     params = SamplingParams(max_new_tokens=8, temperature=1.0)
     with torch.no_grad():
-        rows = decode_batch(model, [prompt] * 3, params, options(tokenizer), pad_id=tokenizer.pad_token_id, seeds=[7, 8, 7])
+        rows = decode_batch(
+            model, [prompt] * 3, params, options(tokenizer), pad_id=tokenizer.pad_token_id, seeds=[7, 8, 7]
+        )
     assert rows[0].token_ids == rows[2].token_ids  # same seed, same sample
     assert rows[0].token_ids != rows[1].token_ids
 

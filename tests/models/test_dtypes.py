@@ -20,7 +20,9 @@ def test_cpu_capability_probe_agrees_with_torch():
     assert dtypes.cpu_has_native_bf16() == bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
-@pytest.mark.parametrize(("name", "expected"), [("bf16", torch.bfloat16), ("float32", torch.float32), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("bf16", torch.bfloat16), ("float32", torch.float32), ("fp16", torch.float16)]
+)
 def test_explicit_dtypes(name, expected):
     assert dtypes.resolve_dtype(name, torch.device("cpu")) is expected
 

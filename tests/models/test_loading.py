@@ -8,7 +8,13 @@ import os
 
 import pytest
 import torch
-from support.tiny_models import ascii_tokenizer, single_torch_thread, tiny_llama, tiny_t5, write_tiny_llama_gguf  # noqa: F401
+from support.tiny_models import (  # noqa: F401  (single_torch_thread is a fixture)
+    ascii_tokenizer,
+    single_torch_thread,
+    tiny_llama,
+    tiny_t5,
+    write_tiny_llama_gguf,
+)
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, ByT5Tokenizer, PreTrainedTokenizerFast
 
@@ -91,6 +97,14 @@ def test_gguf_file_is_dequantized_once_into_the_cache(tmp_path, private_cache):
     # A rewritten file (new mtime) gets a fresh copy instead of the stale one.
     os.utime(gguf_path, ns=(0, 0))
     assert load_model(str(gguf_path), dtype="float32", device="cpu").source != first.source
+
+
+def test_unwritable_cache_falls_back_to_loading_the_gguf_directly(tmp_path, monkeypatch):
+    gguf_path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "not-a-directory").write_text("")
+    monkeypatch.setenv("COTSPEC_CACHE_DIR", str(tmp_path / "not-a-directory" / "cache"))
+    loaded = load_model(str(gguf_path), dtype="float32", device="cpu")
+    assert loaded.source == str(gguf_path)
 
 
 def test_save_model_turns_a_gguf_load_into_a_plain_transformers_directory(tmp_path, private_cache):

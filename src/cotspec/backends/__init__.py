@@ -23,7 +23,8 @@ def get_backend_class(name: str) -> type:
     try:
         target = BACKENDS[name]
     except KeyError:
-        raise CotspecError(f"--backend: unknown backend '{name}'; choose one of {', '.join(sorted(BACKENDS))}") from None
+        known = ", ".join(sorted(BACKENDS))
+        raise CotspecError(f"--backend: unknown backend '{name}'; choose one of {known}") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

@@ -46,9 +46,11 @@ def cpu_has_native_bf16() -> bool:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Map a ``--dtype`` value to a torch dtype.
 
-    ``auto`` is bfloat16 on CUDA and on CPUs with native bf16 instructions, float32 elsewhere. On this
-    project's reference CPU (AVX512-BF16) bf16 decoding is several times faster than float32 and GSM8K
-    accuracy of the default model is unchanged (bench/eval_throughput.py measures both).
+    ``auto`` is bfloat16 on CUDA (float16 on GPUs without bf16) and on CPUs with native bf16
+    instructions, float32 elsewhere. On the reference CPU (AVX512-BF16, 2 cores) a SmolLM2-135M
+    decoding step for 16 rows took 125 ms in bf16 against 208 ms in float32, matmuls alone 2-2.5x
+    faster; the per-token NLL of GSM8K gold solutions moved by +0.5% and GSM8K accuracy did not change
+    (bench/eval_throughput.py prints both). Training code asks for float32 master weights explicitly.
     """
     if dtype == "auto":
         if device.type == "cuda":

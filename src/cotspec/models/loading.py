@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -114,8 +115,14 @@ def load_model(
     local = {"trust_remote_code": trust_remote_code, "local_files_only": True}
 
     gguf_path = _local_gguf(reference)
+    cached = None
     if gguf_path is not None and cache_dequantized:
-        source = str(dequantized_copy(gguf_path, trust_remote_code=trust_remote_code))
+        try:
+            cached = dequantized_copy(gguf_path, trust_remote_code=trust_remote_code)
+        except OSError as exc:  # full disk, read-only cache: slower, not fatal
+            logger.warning("cannot cache a dequantized copy of %s (%s); loading the GGUF file directly", gguf_path, exc)
+    if cached is not None:
+        source = str(cached)
         model, tokenizer = _load_pretrained(source, torch_dtype, local)
     elif gguf_path is not None:
         source = str(gguf_path)
@@ -150,8 +157,6 @@ def save_model(loaded: LoadedModel, out_dir: str | Path) -> Path:
 def dequantized_copy(gguf_path: Path, *, trust_remote_code: bool = False) -> Path:
     """The cached float32 ``save_pretrained`` copy of `gguf_path`, created on first use."""
     stat = gguf_path.stat()
-    import transformers
-
     identity = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     target = cache_dir() / "dequantized" / f"{gguf_path.stem}-{key}"
