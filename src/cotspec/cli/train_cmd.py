@@ -1,0 +1,61 @@
+"""`cotspec train`: distill a student on a `cotspec build` output; re-running resumes.
+
+    cotspec train --config configs/distill-gold.yaml --data runs/data-gold --out runs/student train.max_steps=50
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m cotspec.cli.main train --config ... --out ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..distill.config import help_lines, load_config, to_yaml
+from .main import app
+
+
+def _epilog() -> str:
+    from rich.markup import escape
+
+    rows = [f"[bold]{key}[/bold] = {escape(default)}  {escape(doc)}" for key, default, doc in help_lines()]
+    return "Config keys (YAML sections or key=value overrides), key = default:\n\n" + "\n\n".join(rows)
+
+
+@app.command("train", epilog=_epilog(), rich_help_panel=None)
+def train_command(
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Config overrides as key=value, e.g. train.lr=1e-4 data.max_length=512 (keys below).", show_default=False),
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config file (sections student, data, loss, lora, train).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="A `cotspec build` output directory (sets data.path).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: checkpoints, model/, config.yaml (sets out).")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as commented YAML and exit.")] = False,
+) -> None:
+    """Fine-tune a student on teacher chains (sample or distribution matching); re-running resumes."""
+    resolved = load_config(config, overrides or (), flags={"out": (out, "--out"), "data.path": (data, "--data")})
+    if print_config:
+        typer.echo(to_yaml(resolved), nl=False)
+        return
+    from ..distill.run import run_training
+
+    summary = run_training(resolved)
+    if summary is not None:  # the main process reports; the others of a multi-process run return None
+        typer.echo(_summary_table(summary))
+
+
+def _summary_table(summary: dict) -> str:
+    def number(value: object, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return "\n".join(
+        [
+            "| steps | first loss | last loss | tokens/s | precision | processes |",
+            "|---:|---:|---:|---:|---|---:|",
+            f"| {summary['steps']} | {number(summary['first_loss'], '.4f')} | {number(summary['last_loss'], '.4f')} "
+            f"| {number(summary['tokens_per_second'], ',.0f')} | {summary['precision']} | {summary['processes']} |",
+            "",
+            f"model: {summary['model']}",
+        ]
+    )

@@ -1,0 +1,346 @@
+"""One distillation run, start to finish: rows -> tokens -> Trainer -> a plain save_pretrained model.
+
+    summary = run_training(load_config(Path("configs/distill-gold.yaml"), ["train.max_steps=20"]))
+
+The run directory (`out`) holds everything: config.yaml (resolved), data/ (when built here),
+checkpoint-<step>/ (resumable), model/ (the final student, LoRA merged), train_summary.json.
+Under `accelerate launch` every process runs this; data is built and tokenized by the main process
+first, the others then read the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..errors import CotspecError
+from .config import DistillConfig, DataConfig, differing_keys, flatten, load_config, to_yaml
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "train_summary.json"
+MODEL_DIR = "model"
+DATA_DIR = "data"
+
+
+def run_training(config: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any] | None:
+    """Train the student `config` describes; returns (and writes) the run summary on the main process,
+    None on the others. `callbacks` are extra `transformers.TrainerCallback`s (metrics, early stop)."""
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    out = config.require_out()
+    args = TrainingArguments(**training_arguments(config, out))  # before the model: ZeRO-3 loads sharded
+    try:
+        checkpoint = _prepare_run_dir(config, out, is_main=args.process_index == 0)
+        with args.main_process_first(desc="training data"):
+            rows, manifest = resolve_rows(config.data, out)
+        student = _load_student(config)
+        with args.main_process_first(desc="tokenization"):
+            data = _tokenize(config, rows, manifest, student)
+        _say(args, _data_line(data.stats, data.top_k))
+
+        from .callbacks import ProgressCallback
+        from .collator import DistillCollator
+        from .trainer import DistillTrainer
+
+        model = _with_lora(config, student.model, student.is_seq2seq)
+        collator = DistillCollator(
+            pad_id=student.tokenizer.pad_token_id,
+            is_seq2seq=student.is_seq2seq,
+            top_k=data.top_k,
+            decoder_start_id=getattr(model.config, "decoder_start_token_id", None) if student.is_seq2seq else None,
+        )
+        trainer = DistillTrainer(
+            model=model,
+            args=args,
+            train_dataset=data.dataset,
+            data_collator=collator,
+            processing_class=student.tokenizer,
+            callbacks=[ProgressCallback(), *callbacks],
+            loss_config=config.loss,
+            is_seq2seq=student.is_seq2seq,
+            row_lengths=data.dataset.data.column("length").to_pylist(),
+            row_formats=data.dataset.data.column("format").to_pylist(),
+            batching=config.train.batching,
+            group_by_length=config.train.group_by_length,
+        )
+        trainer.remove_callback(PrinterCallback)
+        with _no_transformers_bars():  # ours shows the steps; theirs would interleave at every save
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            model_dir = _save_final(trainer, config, out / MODEL_DIR)
+        summary = None
+        if args.process_index == 0:
+            summary = _summary(config, out, trainer, result, data, manifest, model_dir, checkpoint)
+            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        # All processes leave together: the main one hosts the rendezvous store, and a process still
+        # shutting down its process group after the main one exited waits on that store until timeout.
+        trainer.accelerator.wait_for_everyone()
+        return summary
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def training_arguments(config: DistillConfig, out: Path) -> dict[str, Any]:
+    """The `TrainingArguments` of a run, as keyword arguments."""
+    train = config.train
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    per_step = train.micro_batch_size * world_size
+    if train.global_batch_size % per_step:
+        raise CotspecError(
+            f"train.global_batch_size={train.global_batch_size} is not a multiple of train.micro_batch_size="
+            f"{train.micro_batch_size} x {world_size} processes; change one of them"
+        )
+    has_cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(out),
+        "per_device_train_batch_size": train.micro_batch_size,
+        "gradient_accumulation_steps": train.global_batch_size // per_step,
+        "learning_rate": train.lr,
+        "warmup_steps": train.warmup_steps,
+        "lr_scheduler_type": train.lr_schedule,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optim": train.optim,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps if train.max_steps is not None else -1,
+        "bf16": resolve_precision(train.precision) == "bf16-mixed",
+        "use_cpu": not has_cuda,
+        **_checkpointing(config.student.gradient_checkpointing),
+        "save_strategy": "steps",
+        "save_steps": train.save_every,
+        "save_total_limit": train.save_total_limit,
+        "logging_steps": train.log_every,
+        "report_to": list(train.report_to) or "none",
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "dataloader_num_workers": train.num_workers,
+        "remove_unused_columns": False,  # the collator needs the teacher columns the model never sees
+        "ddp_find_unused_parameters": False,
+        "disable_tqdm": True,  # ProgressCallback draws the bar
+    }
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    if not enabled:
+        return {}
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    name = "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in fields(TrainingArguments)) else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> bf16-mixed where bf16 runs natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "fp32"
+    from ..models import cpu_has_native_bf16
+
+    return "bf16-mixed" if cpu_has_native_bf16() else "fp32"
+
+
+# --- run directory ---------------------------------------------------------------------------------
+
+
+def _prepare_run_dir(config: DistillConfig, out: Path, *, is_main: bool) -> str | None:
+    """The checkpoint to resume from (None: a fresh start); refuses to mix two configs in one `out`."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+    saved = out / CONFIG_FILE
+    if checkpoint is not None:
+        if not config.train.resume:
+            raise CotspecError(
+                f"--out {out} already holds {Path(checkpoint).name}; pass train.resume=true to continue that run, "
+                "or choose a new --out"
+            )
+        if saved.is_file():
+            before, now = flatten(load_config(saved)), flatten(config)
+            changed = differing_keys(before, now)
+            if changed:
+                key = changed[0]
+                raise CotspecError(
+                    f"--out {out} holds a run with {key}={before.get(key)!r}, now {now.get(key)!r}; "
+                    "resume with the same settings or choose a new --out"
+                )
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        staged = saved.with_name(f".{CONFIG_FILE}.{os.getpid()}")
+        staged.write_text(to_yaml(config), encoding="utf-8")
+        os.replace(staged, saved)  # other processes may be reading the previous one
+    return checkpoint
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def resolve_rows(data: DataConfig, out: Path) -> tuple[Any, dict]:
+    """(train split, build manifest): the given build, or one built into <out>/data from the config."""
+    from ..formats import BuildConfig, build_training_data, load_training_data
+
+    if data.path is not None:
+        rows, manifest = load_training_data(data.path)
+        return rows["train"], manifest
+    try:
+        build = BuildConfig(
+            out=out / DATA_DIR,
+            store=data.store,
+            gold=data.gold,
+            formats=data.formats,
+            weights=data.weights,
+            shots=data.shots,
+            seed=data.seed,
+            limit=data.limit,
+            max_per_question=data.max_per_question,
+            data_dir=data.data_dir,
+        )
+    except CotspecError as err:
+        # BuildConfig names `cotspec build` flags; here they are config keys.
+        message = re.sub(r"--([a-z][a-z-]*)", lambda m: "data." + m.group(1).replace("-", "_"), str(err))
+        raise CotspecError(message.replace("data.store run.db", "data.store=run.db")) from None
+    manifest_path = out / DATA_DIR / "build.json"
+    if manifest_path.is_file():
+        rows, manifest = load_training_data(out / DATA_DIR)
+        if manifest.get("config") == build.to_json():
+            return rows["train"], manifest
+    build_training_data(build)
+    rows, manifest = load_training_data(out / DATA_DIR)
+    return rows["train"], manifest
+
+
+def _tokenize(config: DistillConfig, rows: Any, manifest: dict, student: Any) -> Any:
+    from .data import TokenizeSettings, tokenize_rows
+
+    settings = TokenizeSettings(
+        is_seq2seq=student.is_seq2seq,
+        keeps_newlines=student.keeps_newlines,
+        max_length=config.data.max_length,
+        with_teacher=config.loss.objective == "kd",
+        top_k=config.loss.top_k,
+    )
+    return tokenize_rows(
+        rows, manifest, student.tokenizer, settings, cache_dir=config.data.cache_dir, num_proc=config.data.num_proc
+    )
+
+
+def _data_line(stats: dict, top_k: int) -> str:
+    line = f"{stats['rows']} rows, {stats['target_tokens']:,} target tokens"
+    if stats.get("dropped_too_long"):
+        line += f", {sum(stats['dropped_too_long'].values())} dropped as longer than data.max_length"
+    if top_k:
+        line += f"; teacher top-{top_k} on {100 * (stats['soft_coverage'] or 0):.1f}% of the tokens of rows with log-probs"
+    line += " (tokenized: cache hit)" if stats.get("cache_hit") else " (tokenized and cached)"
+    return line
+
+
+# --- model -----------------------------------------------------------------------------------------
+
+
+def _load_student(config: DistillConfig) -> Any:
+    from ..models import load_model
+
+    # float32 master weights in every precision mode (bf16-mixed autocasts the compute); placed on the
+    # CPU first, the Trainer moves them to each process's device.
+    student = load_model(
+        config.student.model, dtype="float32", trust_remote_code=config.student.trust_remote_code, device="cpu"
+    )
+    if config.student.gradient_checkpointing:
+        student.model.config.use_cache = False
+    return student
+
+
+def _with_lora(config: DistillConfig, model: Any, is_seq2seq: bool) -> Any:
+    if not config.lora.enabled:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = config.lora
+    targets = "all-linear" if lora.target_modules == ("all-linear",) else list(lora.target_modules)
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM,
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as err:
+        raise CotspecError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
+
+
+def _save_final(trainer: Any, config: DistillConfig, model_dir: Path) -> Path:
+    """The trained student as a plain save_pretrained directory (LoRA merged into the weights)."""
+    if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        # Training is over: the optimizer state (2x the weights for AdamW) is not needed to save the
+        # model, and dropping it first keeps the save from raising the run's peak memory.
+        trainer.optimizer.state.clear()
+        gc.collect()
+    if config.lora.enabled:
+        if trainer.args.process_index == 0:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
+        trainer.accelerator.wait_for_everyone()
+    else:
+        trainer.save_model(str(model_dir))  # gathers FSDP / ZeRO-3 shards
+    if trainer.args.process_index == 0:
+        stale = model_dir / "training_args.bin"  # a pickle nobody needs in a model directory
+        stale.unlink(missing_ok=True)
+    return model_dir
+
+
+def _summary(
+    config: DistillConfig, out: Path, trainer: Any, result: Any, data: Any, manifest: dict, model_dir: Path, checkpoint: str | None
+) -> dict[str, Any]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    speeds = [entry["tokens_per_second"] for entry in trainer.state.log_history if "tokens_per_second" in entry]
+    return {
+        "model": str(model_dir),
+        "steps": trainer.state.global_step,
+        "resumed_from": checkpoint,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "tokens": trainer.state.log_history and next(
+            (e["tokens"] for e in reversed(trainer.state.log_history) if "tokens" in e), None
+        ),
+        "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "runtime_seconds": result.metrics.get("train_runtime"),
+        "precision": resolve_precision(config.train.precision),
+        "processes": trainer.accelerator.num_processes,
+        "data": {"content_sha256": manifest.get("content_sha256"), "top_k": data.top_k, **data.stats},
+        "config": str(out / CONFIG_FILE),
+    }
+
+
+@contextlib.contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _say(args: Any, line: str) -> None:
+    if args.process_index == 0:
+        print(line, file=sys.stderr, flush=True)
+
