@@ -5,7 +5,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Passive OpenMP waits, set before any command imports torch (which loads its OpenMP runtime): on a CPU
+# shared with other busy processes, spinning intra-op threads made a 2-thread decoding step 15x slower
+# than one thread (2.4 s vs 0.15 s on the 2-core reference machine); passive waits cost nothing
+# measurable when the machine is idle (bench/eval_throughput.py sets the same for all its peers).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
 
 import typer
