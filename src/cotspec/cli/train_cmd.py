@@ -51,10 +51,12 @@ def _summary_table(summary: dict) -> str:
 
     return "\n".join(
         [
-            "| steps | first loss | last loss | tokens/s | precision | processes |",
-            "|---:|---:|---:|---:|---|---:|",
-            f"| {summary['steps']} | {number(summary['first_loss'], '.4f')} | {number(summary['last_loss'], '.4f')} "
-            f"| {number(summary['tokens_per_second'], ',.0f')} | {summary['precision']} | {summary['processes']} |",
+            # Mean loss covers this invocation's steps even when none was logged (log_every > steps run).
+            "| steps | mean loss | first logged | last logged | tokens/s | precision | processes |",
+            "|---:|---:|---:|---:|---:|---|---:|",
+            f"| {summary['steps']} | {number(summary['train_loss'], '.4f')} | {number(summary['first_loss'], '.4f')} "
+            f"| {number(summary['last_loss'], '.4f')} | {number(summary['tokens_per_second'], ',.0f')} "
+            f"| {summary['precision']} | {summary['processes']} |",
             "",
             f"model: {summary['model']}",
         ]
