@@ -39,7 +39,7 @@ test: install-dev
 
 demo: install
 	$(VENV)/bin/cotspec eval --model smollm2-135m-instruct \
-	  --tasks gsm8k,multiarith,asdiv,svamp,bbh --mode zero-shot --limit 8 \
+	  --tasks gsm8k,multiarith,asdiv,svamp,bbh --mode zero-shot --limit 5 \
 	  --data-dir "$(DATA_DIR)" --out runs/demo
 
 clean:
