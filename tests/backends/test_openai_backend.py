@@ -105,9 +105,10 @@ def test_model_name_is_discovered_when_not_given(llama_server):
 
 def test_sampling_through_faults_returns_every_sample_exactly_once(llama_server, fault_proxy):
     timeout_s = 6.0
-    # Every fault kind once (scripted, so the test covers all), then a seeded 20% of requests.
+    # Every fault kind once (scripted, so the test covers all), then a seeded 20% of requests. A slow
+    # answer is held well past the client's timeout (the proxy lets go as soon as the client hangs up).
     proxy = fault_proxy(
-        origin(llama_server), fault_rate=0.2, seed=0, script=FAULT_KINDS, retry_after_s=1, slow_s=timeout_s + 1
+        origin(llama_server), fault_rate=0.2, seed=0, script=FAULT_KINDS, retry_after_s=1, slow_s=timeout_s + 5
     )
     backend = backend_for(proxy.base_url, llama_server, concurrency=2, timeout_s=timeout_s, max_attempts=10)
     requests = [SampleRequest(f"q{i}", prompt, (0, 1, 2)) for i, prompt in enumerate(PROMPTS)]

@@ -12,7 +12,7 @@ On a seeded random fraction of requests (plus any `script`ed ones first, for det
 - ``garbage``: 200 with a truncated JSON body (never forwarded);
 - ``reset``: forwarded, then the connection is reset (RST) half-way through the response body;
 - ``slow``: forwarded, then the response is held back `slow_s` seconds (beyond the client's timeout
-  when the test sets it so).
+  when the test sets it so), or until the client hangs up.
 
 `upstream_calls` counts requests that reached the real server (compute spent); `delivered` counts
 upstream responses passed back whole to a client still listening; `abandoned` counts upstream
@@ -293,8 +293,12 @@ class FaultProxy:
             writer.transport.abort()
             return False
         self._record(request, fault)
-        if fault == "slow":
-            await asyncio.sleep(self._slow_s)
+        if fault == "slow" and await _hangs_up_within(reader, self._slow_s):
+            # Counted the moment the client gives up, not when the hold ends: a test that reads the
+            # stats after its last answer must see every abandoned slow answer.
+            with self._lock:
+                self._stats.abandoned += 1
+            return False
         alive = not reader.at_eof() and await self._send(writer, forwarded.status_code, headers, body)
         with self._lock:
             if alive:
@@ -310,3 +314,12 @@ class FaultProxy:
             return True
         except ConnectionError:  # the client gave up (timeout) and closed the connection
             return False
+
+
+async def _hangs_up_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True if the client closes the connection within `seconds` (it sends nothing while it waits for
+    an answer: HTTP/1.1 clients do not pipeline)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), seconds) == b""
+    except asyncio.TimeoutError:
+        return False
