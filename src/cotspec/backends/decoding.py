@@ -14,6 +14,7 @@ logits for the next token of every active row, advances by one token, and can ke
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -44,6 +45,20 @@ class RowResult:
     """Per generated token: (candidate ids, their log-probs), most likely first."""
 
 
+def _cache_argument(model: PreTrainedModel, cache: object) -> dict[str, object]:
+    """The KV cache as the model's forward wants it: `cache` from transformers 5.x (which deprecates
+    `past_key_values`, to be removed in 5.40), `past_key_values` before."""
+    forward = type(model).forward
+    name = _CACHE_NAMES.get(forward)
+    if name is None:
+        name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+        _CACHE_NAMES[forward] = name
+    return {name: cache}
+
+
+_CACHE_NAMES: dict[object, str] = {}
+
+
 class CausalStepper:
     """Decoder-only: left-padded prompts, explicit position ids, one DynamicCache."""
 
@@ -65,7 +80,7 @@ class CausalStepper:
             input_ids=input_ids,
             attention_mask=self.mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            **_cache_argument(self.model, self.cache),
             use_cache=True,
             logits_to_keep=1,  # the LM head on the last position only: vocab x prompt length saved
         ).logits[:, -1]
@@ -77,7 +92,7 @@ class CausalStepper:
             input_ids=tokens[:, None],
             attention_mask=self.mask,
             position_ids=self.last_position,
-            past_key_values=self.cache,
+            **_cache_argument(self.model, self.cache),
             use_cache=True,
         ).logits[:, -1]
 
@@ -113,7 +128,7 @@ class Seq2SeqStepper:
             encoder_outputs=self.encoded,
             attention_mask=self.mask,
             decoder_input_ids=tokens[:, None],
-            past_key_values=self.cache,
+            **_cache_argument(self.model, self.cache),
             use_cache=True,
         ).logits[:, -1]
 
