@@ -315,9 +315,7 @@ def _summary(
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": result.training_loss,
-        "tokens": trainer.state.log_history and next(
-            (e["tokens"] for e in reversed(trainer.state.log_history) if "tokens" in e), None
-        ),
+        "tokens": next((e["tokens"] for e in reversed(trainer.state.log_history) if "tokens" in e), None),
         "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
         "runtime_seconds": result.metrics.get("train_runtime"),
         "precision": resolve_precision(config.train.precision),
