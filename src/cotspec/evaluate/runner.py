@@ -114,7 +114,7 @@ def _score(item: _Pending, completions: list[Completion]) -> dict:
     if len(completions) == 1:
         extracted, votes = extracted_all[0], None
     else:
-        extracted, votes = majority_vote(extracted_all)
+        extracted, votes = majority_vote(extracted_all, key=task.vote_key)
     record = {
         "id": example.id,
         "prompt": item.prompt,

@@ -70,6 +70,9 @@ class Task:
     """Model output -> the answer it commits to, or None."""
     is_correct: Callable[[str | None, str], bool]
     """(extracted, gold) -> correct?"""
+    vote_key: Callable[[str], str] = str
+    """Extracted answer -> the key self-consistency votes on: answers that `is_correct` would treat
+    alike must share it (``"5.0"`` and ``"5"``; ``"(B)"`` and ``"B"``). The default keeps the text."""
     stop: Sequence[str] = ()
     """Stop sequences that end a generation for this task's prompts (the next exemplar's header)."""
     group: str | None = None

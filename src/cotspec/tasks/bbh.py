@@ -13,7 +13,7 @@ from ..errors import CotspecError
 from .base import Example, Task
 from .datadir import check_split, get_field, read_json, require_file
 from .prompts import BBH_STOP, bbh_prompter
-from .scoring import bbh_is_correct, extract_bbh_answer
+from .scoring import bbh_is_correct, bbh_vote_key, extract_bbh_answer
 
 GROUP = "bbh"
 BBH_TASK_NAMES = (
@@ -80,6 +80,7 @@ def bbh_task(task: str) -> Task:
         make_prompter=partial(bbh_prompter, task),
         extract=extract_bbh_answer,
         is_correct=bbh_is_correct,
+        vote_key=bbh_vote_key,
         stop=BBH_STOP,
         group=GROUP,
     )

@@ -17,7 +17,7 @@ from ..errors import CotspecError
 from .base import Example, Task
 from .datadir import check_split, field_error, get_field, read_json, read_jsonl, require_file
 from .prompts import MATH_STOP, math_prompter
-from .scoring import canonical_number, extract_math_answer, math_is_correct, number_from_float
+from .scoring import canonical_number, extract_math_answer, math_is_correct, math_vote_key, number_from_float
 
 GSM8K_FILES = {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}
 GSM8K_DEV_INDEX = "gsm8k_prompts/validation_index.npy"
@@ -223,6 +223,7 @@ def math_task(
         make_prompter=math_prompter,
         extract=extract_math_answer,
         is_correct=math_is_correct,
+        vote_key=math_vote_key,
         stop=MATH_STOP,
     )
 

@@ -166,6 +166,18 @@ def _normalize(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def math_vote_key(answer: str) -> str:
+    """Answers that `math_is_correct` equates share a key: `"0.5"` and `"1/2"` vote together."""
+    value = parse_rational(answer)
+    return answer if value is None else str(value)
+
+
+def bbh_vote_key(answer: str) -> str:
+    """Answers that `bbh_is_correct` equates share a key: `(B)`, `B` and `b` vote together."""
+    option = _OPTION_LOOSE.fullmatch(answer.strip())
+    return f"({option.group(1).upper()})" if option else _normalize(answer)
+
+
 def bbh_is_correct(extracted: str | None, target: str) -> bool:
     """Exact match after collapsing whitespace and case; `B` counts as `(B)` when the target is an option."""
     if extracted is None:

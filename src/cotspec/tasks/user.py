@@ -19,9 +19,11 @@ from .datadir import check_split, get_field, read_jsonl
 from .prompts import MATH_STOP, math_prompter
 from .scoring import (
     bbh_is_correct,
+    bbh_vote_key,
     extract_bbh_answer,
     extract_math_answer,
     math_is_correct,
+    math_vote_key,
     number_from_float,
     parse_rational,
 )
@@ -59,6 +61,11 @@ def any_is_correct(extracted: str | None, gold: str) -> bool:
     return bbh_is_correct(extracted, gold)
 
 
+def any_vote_key(answer: str) -> str:
+    """Numbers vote by value, other answers as exact-match scoring compares them."""
+    return math_vote_key(answer) if parse_rational(answer) is not None else bbh_vote_key(answer)
+
+
 def jsonl_task(name: str) -> Task:
     """The task for `jsonl:<path>` (the path as the user wrote it, relative to the working directory)."""
     path_text = name.removeprefix(PREFIX)
@@ -73,5 +80,6 @@ def jsonl_task(name: str) -> Task:
         make_prompter=math_prompter,
         extract=extract_any,
         is_correct=any_is_correct,
+        vote_key=any_vote_key,
         stop=MATH_STOP,
     )
