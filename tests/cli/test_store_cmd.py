@@ -83,3 +83,24 @@ def test_bad_store_files_are_one_line_errors(run_cli, tmp_path, command):
 def test_export_rejects_unknown_format(run_cli, store_path, tmp_path):
     result = run_cli("store", "export", store_path, "--format", "csv", "--out", tmp_path / "o.csv")
     assert result.exit_code == 2 and "--format must be one of jsonl, parquet" in result.stderr
+
+
+def test_export_with_no_correct_chain_writes_nothing_and_says_so(run_cli, tmp_path):
+    path = tmp_path / "wrong.db"
+    with SampleStore.open(path, writable=True) as store:
+        run_id = store.register_run(run_config())
+        store.add_questions(examples(1))
+        store.add_many([make_row("gsm8k/train/0", i, run_id=run_id, correct=False) for i in range(2)])
+    out = tmp_path / "chains.jsonl"
+    out.write_text('{"earlier": "export"}\n')
+
+    result = run_cli("store", "export", path, "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {path}: no chains pass the filters; nothing written, {out} left as it was; "
+        "--all exports the incorrect chains too"
+    )
+    assert out.read_text() == '{"earlier": "export"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".chains")) == []
+    assert run_cli("store", "export", path, "--out", out, "--all").exit_code == 0
+    assert len(datasets.load_dataset("json", data_files=str(out), split="train")) == 2

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import CotspecError
-from ..store import FORMATS, RunConfig, SampleStore, StoreStats
+from ..store import FORMATS, NothingToExport, RunConfig, SampleStore, StoreStats
 from .main import app
 
 store_app = typer.Typer(help="Inspect and export a teacher sample store.", no_args_is_help=True)
@@ -106,6 +106,10 @@ def export_command(
     if fmt not in FORMATS:
         raise CotspecError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     with SampleStore.open(store) as opened:
-        written = opened.export(out, fmt, correct_only=correct_only, dedup=dedup, max_per_question=max_per_question)
+        try:
+            written = opened.export(out, fmt, correct_only=correct_only, dedup=dedup, max_per_question=max_per_question)
+        except NothingToExport as err:
+            hint = "; --all exports the incorrect chains too" if correct_only else ""
+            raise CotspecError(f"{store}: {err}{hint}") from None
     which = "correct chains" if correct_only else "chains"
     typer.echo(f"wrote {written:,} {which} to {out}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .blob import TopK
-from .export import FORMATS
+from .export import FORMATS, NothingToExport
 from .records import RunConfig, SampleRow, StoredSample
 from .sample_store import SampleStore
 from .stats import StoreStats, pass_at_k
 
-__all__ = ["FORMATS", "RunConfig", "SampleRow", "SampleStore", "StoreStats", "StoredSample", "TopK", "pass_at_k"]
+__all__ = ["FORMATS", "NothingToExport", "RunConfig", "SampleRow", "SampleStore", "StoreStats", "StoredSample", "TopK", "pass_at_k"]

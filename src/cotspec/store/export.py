@@ -69,6 +69,10 @@ def _batches(samples: Iterable[StoredSample], size: int) -> Iterator[list[dict]]
         yield batch
 
 
+class NothingToExport(CotspecError):
+    """The filters left no chain to write."""
+
+
 def export_samples(samples: Iterable[StoredSample], out: Path, fmt: str) -> int:
     """Write `samples` to `out` in `fmt` (jsonl or parquet); returns the number of records."""
     if fmt not in FORMATS:
@@ -90,6 +94,10 @@ def export_samples(samples: Iterable[StoredSample], out: Path, fmt: str) -> int:
                 for batch in _batches(samples, _PARQUET_BATCH_ROWS):
                     writer.write_table(pa.Table.from_pylist(batch, schema=PARQUET_SCHEMA))
                     written += len(batch)
+        if not written:
+            # An empty JSON Lines file is not a dataset (`datasets` refuses it), and replacing an earlier
+            # export with nothing helps nobody.
+            raise NothingToExport(f"no chains pass the filters; nothing written, {out} left as it was")
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
