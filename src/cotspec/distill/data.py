@@ -37,6 +37,7 @@ from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import CotspecError
+from ..progress import quiet_datasets_bars
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def tokenize_rows(
     top_k = _teacher_width(rows, settings) if settings.with_teacher else 0
     target.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate Arrow files go to a scratch dir next to the cache entry, never into the build dir.
-    with tempfile.TemporaryDirectory(prefix=f".{key}-", dir=target.parent) as scratch, _quiet_datasets():
+    with tempfile.TemporaryDirectory(prefix=f".{key}-", dir=target.parent) as scratch, quiet_datasets_bars():
         encoded = rows.map(
             _Encoder(tokenizer, settings, top_k),
             batched=True,
@@ -288,7 +289,7 @@ def _save(dataset: Dataset, target: Path, meta: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        with _quiet_datasets():
+        with quiet_datasets_bars():
             dataset.save_to_disk(str(staging / "data"))
         # save_to_disk wants an empty directory of its own; the entry is that directory plus our meta.
         for item in (staging / "data").iterdir():
@@ -303,15 +304,3 @@ def _save(dataset: Dataset, target: Path, meta: dict) -> None:
             # Another process of the same run finished first; its entry is identical.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-class _quiet_datasets:
-    """Hide datasets' own progress bars (tokenization reports through our log line instead)."""
-
-    def __enter__(self) -> None:
-        self._was = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._was:
-            datasets.enable_progress_bars()

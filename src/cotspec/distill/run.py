@@ -10,18 +10,18 @@ first, the others then read the cache.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ..errors import CotspecError
+from ..progress import quiet_transformers_bars
 from .config import DistillConfig, DataConfig, differing_keys, flatten, load_config, to_yaml
 
 CONFIG_FILE = "config.yaml"
@@ -73,7 +73,7 @@ def run_training(config: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[s
             group_by_length=config.train.group_by_length,
         )
         trainer.remove_callback(PrinterCallback)
-        with _no_transformers_bars():  # ours shows the steps; theirs would interleave at every save
+        with quiet_transformers_bars():  # ours shows the steps; theirs would interleave at every save
             result = trainer.train(resume_from_checkpoint=checkpoint)
             model_dir = _save_final(trainer, config, out / MODEL_DIR)
         summary = None
@@ -323,19 +323,6 @@ def _summary(
         "data": {"content_sha256": manifest.get("content_sha256"), "top_k": data.top_k, **data.stats},
         "config": str(out / CONFIG_FILE),
     }
-
-
-@contextlib.contextmanager
-def _no_transformers_bars() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _say(args: Any, line: str) -> None:

@@ -18,16 +18,14 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
-import datasets
 from datasets import Dataset, DatasetDict, DatasetInfo, load_from_disk
 
 from .. import __version__
 from ..errors import CotspecError
-from ..progress import make_progress
+from ..progress import make_progress, quiet_datasets_bars
 from ..store import SampleStore
 from ..tasks import gsm8k_dev_ids, resolve_data_dir
 from ..tasks.math import GSM8K_FILES, load_gsm8k
@@ -99,7 +97,7 @@ def _save(
         dataset = Dataset.from_file(str(arrow_path), info=DatasetInfo(features=FEATURES))
         assert_no_dev_questions(dataset, dev_questions)
         staged = Path(scratch) / "out"
-        with _quiet_datasets():
+        with quiet_datasets_bars():
             DatasetDict({SPLIT: dataset}).save_to_disk(str(staged))
         del dataset  # release the memory map of rows.arrow before the scratch dir goes
         text = json.dumps(manifest(n_rows, content_sha), indent=2, ensure_ascii=False) + "\n"
@@ -139,18 +137,6 @@ def _replace_dir(staged: Path, out: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(staged, out)
-
-
-@contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Hide datasets' own "Saving the dataset" bar: the build has its bar, and the copy takes a moment."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
 
 
 def _with_progress(items: Iterator[tuple[QuestionPlan, list[Chain]]], total: int) -> Iterator[tuple[QuestionPlan, list[Chain]]]:
