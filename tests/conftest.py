@@ -12,7 +12,7 @@ import pytest
 # Real model servers (llama.cpp teacher, fault proxy). `support` lives next to this file; the path entry
 # keeps it importable under any --import-mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support.servers import fault_proxy, llama_server  # noqa: E402, F401
+from support.servers import fault_proxy, llama_server, llama_server_process  # noqa: E402, F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CotspecError
 from ..fieldhelp import field_docs
 from ..teacher.server import EMBEDDED_PRESET, LlamaServerConfig, start_llama_server
 from .main import app
@@ -48,6 +47,4 @@ def serve_teacher_command(
         except KeyboardInterrupt:
             typer.echo("stopping the teacher server", err=True)
             return
-        raise CotspecError(
-            f"the llama.cpp server exited with status {server.process.returncode}: {server.log_tail()}"
-        )
+        server.check()

@@ -17,6 +17,12 @@ it does not reimplement a server. What that server does, as of llama-cpp-python 
   servers with fewer threads each and pass them all as a fleet (``--base-url a,b``).
 - The same ``seed`` reproduces the same sample; without one it derives seeds from a fixed default.
 
+- Its llama.cpp must be built for a portable instruction set (``make install-teacher``, or
+  ``CMAKE_ARGS=-DGGML_NATIVE=OFF pip install llama-cpp-python``): pip's default native build compiles
+  ggml's AMX kernels on Intel Xeons with AMX, and that path (``ggml_backend_amx_mul_mat``) segfaults on
+  the first completion. So "ready" means a real one-token completion with top-k logprobs answered, not
+  a listening socket, and a server that dies is reported with its signal and log.
+
 The server reads its settings from environment variables too (pydantic-settings: MODEL, PORT, HOST,
 API_KEY, ...), so the child gets an environment without them: the flags we pass are what it uses.
 """
@@ -127,6 +133,11 @@ class LlamaServer:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def check(self, when: str = "") -> None:
+        """Raise the one-line `CotspecError` of a dead server (exit status or signal, log path)."""
+        if not self.running:
+            raise server_died(self, when or "while serving")
+
 
 def _child_environment() -> dict[str, str]:
     """This environment minus the variables the server would read as settings."""
@@ -144,32 +155,103 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_INSTALL_HINT = (
+    "run `make install-teacher` in the cotspec checkout, or "
+    "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir 'llama-cpp-python[server]>=0.3,<0.4'"
+)
+
+
 def _require_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
-        raise CotspecError(
-            "llama-cpp-python is not installed: pip install 'cotspec[teacher]' "
-            "(it builds llama.cpp from source the first time; later installs reuse pip's wheel cache)"
-        )
+        raise CotspecError(f"llama-cpp-python is not installed (the local teacher server needs it): {_INSTALL_HINT}")
+
+
+def describe_exit(returncode: int) -> str:
+    """``exited with status 1`` or ``was killed by SIGSEGV`` (Popen reports a signal as -N)."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+
+
+def _crash_hint(server: LlamaServer) -> str:
+    """Advice for a crash we know: a native llama.cpp build taking its AMX path."""
+    try:
+        amx_build = "AMX_INT8 = 1" in server.log_path.read_text(errors="replace")
+    except OSError:
+        amx_build = False
+    if server.process.returncode == -signal.SIGSEGV and amx_build:
+        return f"; its llama.cpp was built with AMX kernels, which crash on this CPU: {_INSTALL_HINT}"
+    return ""
+
+
+def server_died(server: LlamaServer, when: str) -> CotspecError:
+    """The one-line error for a server process that is gone."""
+    return CotspecError(
+        f"the llama.cpp server {describe_exit(server.process.returncode)} {when} (log {server.log_path})"
+        f"{_crash_hint(server)}: {server.log_tail()}"
+    )
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on: its answers would pass for ours."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as uvicorn sets it: only a listening socket conflicts, not one in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise CotspecError(
+                f"cannot listen on {host}:{port} ({err.strerror}): another program uses it; "
+                "stop it or choose another port (0 picks a free one)"
+            ) from None
+
+
+# The probe is the request sampling makes (completions, top-k logprobs), cut to one token: a build whose
+# kernels crash dies here, at start, instead of on the first real request.
+_PROBE = {"prompt": "Q: What is 2 + 3?\nA:", "max_tokens": 1, "temperature": 0.0, "logprobs": 5}
+
+
+def _probe_answer_ok(body: object) -> bool:
+    """A completion with one generated token and its top-k logprobs."""
+    try:
+        logprobs = body["choices"][0]["logprobs"]  # type: ignore[index]
+        return len(logprobs["tokens"]) >= 1 and len(logprobs["top_logprobs"][0]) >= 1
+    except (KeyError, IndexError, TypeError):
+        return False
 
 
 def _wait_until_ready(server: LlamaServer, timeout_s: float) -> None:
+    """Return once the server lists our model and answers the probe completion; raise if it dies."""
     deadline = time.monotonic() + timeout_s
+    listed = False
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
             if not server.running:
-                raise CotspecError(
-                    f"the llama.cpp server exited with status {server.process.returncode} while starting "
-                    f"(log {server.log_path}): {server.log_tail()}"
-                )
+                raise server_died(server, "while starting")
             try:
-                if client.get(server.base_url + "/models").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
+                if not listed:
+                    response = client.get(server.base_url + "/models")
+                    ids = [m.get("id") for m in response.json().get("data", [])] if response.status_code == 200 else []
+                    listed = server.model_name in ids
+                else:
+                    payload = {**_PROBE, "model": server.model_name}
+                    remaining = max(deadline - time.monotonic(), 1.0)
+                    response = client.post(server.base_url + "/completions", json=payload, timeout=remaining)
+                    if response.status_code == 200 and _probe_answer_ok(response.json()):
+                        return
+                    raise CotspecError(
+                        f"the llama.cpp server answered its first completion with HTTP {response.status_code} "
+                        f"and no top-k logprobs (log {server.log_path}): {response.text[:200]}"
+                    )
+            except (httpx.TransportError, ValueError):
+                pass  # not listening yet, or it died mid-answer (checked at the top of the loop)
             time.sleep(0.2)
     raise CotspecError(
-        f"the llama.cpp server did not answer {server.base_url}/models within {timeout_s:g} s "
-        f"(raise --startup-timeout; log {server.log_path}): {server.log_tail()}"
+        f"the llama.cpp server did not answer a completion within {timeout_s:g} s "
+        f"(raise the startup timeout; log {server.log_path}): {server.log_tail()}"
     )
 
 
@@ -200,14 +282,17 @@ def start_llama_server(
 
     port: 0 picks a free port. n_threads: None keeps the server's default (half the cores).
     extra_args: more ``python -m llama_cpp.server`` flags, e.g. ``("--n_batch", "256")``.
-    On exit the server is terminated (SIGTERM, then SIGKILL after 10 s); its log is deleted unless
-    `log_path` was given or startup failed.
+    Ready means it answered a one-token completion with top-k logprobs. On exit the server is terminated
+    (SIGTERM, then SIGKILL after 10 s); its log is deleted unless `log_path` was given or the server
+    failed to start or died on its own.
     """
     config = LlamaServerConfig(
         str(model) if model is not None else EMBEDDED_PRESET, host, port, n_threads, n_ctx, startup_timeout_s
     )
     _require_llama_cpp()
     model_path, model_name = resolve_gguf(config.model)
+    if port:
+        _require_free_port(host, port)
     port = port or free_port(host)
     if log_path is None:
         fd, temp_log = tempfile.mkstemp(prefix="cotspec-llama-server-", suffix=".log")
@@ -236,12 +321,13 @@ def start_llama_server(
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     server = LlamaServer(f"http://{host}:{port}/v1", model_name, model_path, process, log)
-    started = False
+    ready = False
     try:
         _wait_until_ready(server, startup_timeout_s)
-        started = True
+        ready = True
         yield server
     finally:
+        died = not server.running  # on its own, before we stop it: its log says why, keep it
         _stop(process, grace_s=10.0)
-        if started and log_path is None:
+        if ready and not died and log_path is None:
             log.unlink(missing_ok=True)
