@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import httpx
 import pytest
@@ -120,7 +121,7 @@ def test_sampling_through_faults_returns_every_sample_exactly_once(llama_server,
     )
     for result in results:
         assert_well_formed(result.completion, SHORT.top_logprobs)
-    stats = proxy.stats()
+    stats = proxy.settled_stats()
     assert set(stats["faults"]) == set(FAULT_KINDS)
     # Every answer the server delivered became exactly one sample: none dropped, none asked for twice.
     # The only other teacher compute spent is answers lost on the way back (reset, or the client had
@@ -178,12 +179,25 @@ def test_fleet_with_a_dead_server_still_completes(llama_server):
     assert live_endpoint.consecutive_failures == 0
 
 
-def test_unreachable_server_fails_after_the_retry_cap():
-    backend = OpenAIBackend.from_options(
-        f"http://127.0.0.1:{free_port()}", model="m", max_attempts=2, backoff_initial_s=0.01
-    )
-    with pytest.raises(CotspecError, match=r"failed after 2 attempts.*cannot connect"):
+def test_a_fleet_that_refuses_every_connection_fails_at_once_without_backing_off():
+    dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    # Backoff this long would take minutes if a refused connection were retried.
+    backend = OpenAIBackend.from_options(dead, model="m", max_attempts=8, backoff_initial_s=30.0)
+    started = time.monotonic()
+    with pytest.raises(CotspecError, match=r"no server accepts connections at .*connection refused.*not running"):
         list(backend.generate(["Q"], SamplingParams(max_new_tokens=2)))
+    assert time.monotonic() - started < 10.0
+    assert all(e.refused for e in backend.endpoints)
+
+
+def test_an_api_key_variable_named_but_unset_is_an_error_not_a_missing_key(monkeypatch):
+    monkeypatch.delenv("COTSPEC_TEST_KEY", raising=False)
+    with pytest.raises(CotspecError, match=r"--api-key-env COTSPEC_TEST_KEY: .*not set"):
+        OpenAIBackend.from_options("http://127.0.0.1:9/v1", model="m", api_key_env="COTSPEC_TEST_KEY")
+    monkeypatch.setenv("COTSPEC_TEST_KEY", "sk-test")
+    OpenAIBackend.from_options("http://127.0.0.1:9/v1", model="m", api_key_env="COTSPEC_TEST_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    OpenAIBackend.from_options("http://127.0.0.1:9/v1", model="m")  # the default variable may be unset
 
 
 def test_closing_the_stream_early_stops_the_engine(llama_server):

@@ -165,6 +165,22 @@ class FaultProxy:
         with self._lock:
             return self._stats.as_json()
 
+    def settled_stats(self, timeout_s: float = 10.0) -> dict[str, object]:
+        """`stats()` once every upstream call is accounted for (delivered, abandoned or reset).
+
+        The proxy counts an answer as delivered after its last byte is written, and the client may have
+        parsed that answer (and a test read the stats) before the proxy's task runs again.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = self.stats()
+            resets = stats["faults"].get("reset", 0)  # type: ignore[union-attr]
+            if stats["upstream_calls"] == stats["delivered"] + stats["abandoned"] + resets:  # type: ignore[operator]
+                return stats
+            if time.monotonic() > deadline:
+                return stats
+            time.sleep(0.02)
+
     def events(self) -> list[ProxyEvent]:
         with self._lock:
             return list(self._events)

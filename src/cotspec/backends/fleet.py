@@ -35,6 +35,8 @@ class Endpoint:
     """Monotonic time at which a cool-down ends; 0 when the endpoint is healthy."""
     probing: bool = False
     """A single request is testing whether a cooled-down endpoint is back."""
+    refused: bool = False
+    """Its last request could not connect (nothing listens there, or the server died)."""
 
 
 def endpoint_label(base_url: str) -> str:
@@ -81,14 +83,16 @@ class EndpointPool:
         chosen.in_flight += 1
         return chosen
 
-    def release(self, endpoint: Endpoint, *, ok: bool, down: bool = False) -> None:
+    def release(self, endpoint: Endpoint, *, ok: bool, down: bool = False, refused: bool = False) -> None:
         """Record how the request ended.
 
         ok: the server answered (any HTTP status that is not a server-side failure).
-        down: the server is unreachable (connection refused): cool it down at once.
+        down: the server is unreachable (connection refused or timed out): cool it down at once.
+        refused: the connection itself failed (refused, no route, unknown host), not merely slow.
         """
         endpoint.in_flight -= 1
         endpoint.probing = False
+        endpoint.refused = refused
         if ok:
             if endpoint.down_until:
                 logger.warning("endpoint %s is back; routing requests to it again", endpoint.label)
@@ -105,6 +109,10 @@ class EndpointPool:
                     self._cooldown_s,
                 )
             endpoint.down_until = self._clock() + self._cooldown_s
+
+    def all_refused(self) -> bool:
+        """Whether every endpoint refused its last connection: no server is there to wait for."""
+        return all(e.refused for e in self.endpoints)
 
     def has_live_alternative(self, endpoint: Endpoint) -> bool:
         """Whether another endpoint could take a request now (then a retry need not wait)."""

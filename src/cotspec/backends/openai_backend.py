@@ -30,7 +30,9 @@ How requests are sent
   (least-in-flight; dead endpoints cooled down, see `fleet`). Transient failures are retried with
   backoff honouring Retry-After (see `retry`); after ``max_attempts`` the run stops taking new work,
   lets the requests in flight finish (their samples are still yielded), then raises a one-line
-  `CotspecError` naming the API path, endpoint and last failure.
+  `CotspecError` naming the API path, endpoint and last failure. A refused connection on every
+  server of the fleet is not retried: nothing listens there (never started, wrong URL, or it died), so
+  the run stops at once, at its first request or in the middle, instead of backing off for minutes.
 - The API key is read from the environment variable named by ``api_key_env`` when a run starts and
   lives only in that run's HTTP client headers: it is never stored on the backend, logged, or put in
   an error message.
@@ -53,7 +55,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Sequenc
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..errors import CotspecError
 from .base import Completion, ProgressCallback, SamplingParams
@@ -75,8 +77,9 @@ class OpenAIConfig:
     """Model name sent with every request; None asks the first server (``GET /models``)."""
     api: Literal["completions", "chat"] = "completions"
     """``completions`` (raw prompt, as the paper's teachers) or ``chat`` (prompt as one user message)."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key (unset: no Authorization header)."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key. Unset: $OPENAI_API_KEY if it is set, else no key; a
+    variable named here must be set (a key meant to be sent is never silently left out)."""
     concurrency: int = 8
     """Most HTTP requests in flight at once, over the whole fleet."""
     timeout_s: float = 600.0
@@ -106,8 +109,14 @@ class OpenAIConfig:
         object.__setattr__(self, "base_urls", normalized)
         if self.api not in API_PATHS:
             raise CotspecError(f"--api must be one of {sorted(API_PATHS)}, got {self.api!r}")
-        if not self.api_key_env or not self.api_key_env.replace("_", "").isalnum():
-            raise CotspecError(f"--api-key-env must be an environment variable name, got {self.api_key_env!r}")
+        if self.api_key_env is not None:
+            if not self.api_key_env.replace("_", "").isalnum():
+                raise CotspecError(f"--api-key-env must be an environment variable name, got {self.api_key_env!r}")
+            if not os.environ.get(self.api_key_env):
+                raise CotspecError(
+                    f"--api-key-env {self.api_key_env}: that environment variable is not set or empty; "
+                    "export it, or leave --api-key-env out to send no key"
+                )
         checks = [
             ("--concurrency", self.concurrency >= 1, self.concurrency, ">= 1"),
             ("--timeout", self.timeout_s > 0, self.timeout_s, "> 0 seconds"),
@@ -201,6 +210,10 @@ class OpenAIBackend:
         return list(self._pool.endpoints)
 
     @property
+    def _api_key_env(self) -> str:
+        return self.config.api_key_env or "OPENAI_API_KEY"
+
+    @property
     def server_supports_n(self) -> bool:
         """False once a server answered a request for n > 1 samples with fewer."""
         return self._n_supported
@@ -268,7 +281,7 @@ class OpenAIBackend:
     async def _run(
         self, requests: list[SampleRequest], params: SamplingParams, emit: Callable[[Any], None]
     ) -> None:
-        api_key = os.environ.get(self.config.api_key_env) or None
+        api_key = os.environ.get(self._api_key_env) or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(self.config.timeout_s)
         limits = httpx.Limits(max_connections=self.config.concurrency + len(self.config.base_urls))
@@ -349,7 +362,7 @@ class OpenAIBackend:
                 self.config.max_retry_after_s,
                 self._pool.has_live_alternative,
             ),
-            retry=retry_if_exception_type(TransientHTTPError),
+            retry=retry_if_exception(self._worth_retrying),
             before_sleep=lambda state: self._log_retry(method, path, state),
             reraise=True,
         )
@@ -358,11 +371,20 @@ class OpenAIBackend:
                 with attempt:
                     return await self._call_once(client, method, path, payload, api_key, params)
         except TransientHTTPError as err:
+            if self._pool.all_refused():
+                servers = ", ".join(e.base_url for e in self._pool.endpoints)
+                raise CotspecError(
+                    f"no server accepts connections at {servers} (connection refused): it is not running, "
+                    "it stopped, or the URL is wrong; start it and run again"
+                ) from None
             raise CotspecError(
                 f"{method} {path} failed after {self.config.max_attempts} attempts; last: {err}. "
-                "Check that the server at --base-url is up, or raise --max-attempts / --timeout"
+                "Check that the server is up and not overloaded, then run again"
             ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        return isinstance(error, TransientHTTPError) and not (error.endpoint_down and self._pool.all_refused())
 
     async def _call_once(
         self,
@@ -375,12 +397,13 @@ class OpenAIBackend:
     ) -> Any:
         endpoint = self._pool.acquire()
         healthy = False
-        down = False
+        down = refused = False
         try:
             try:
                 response = await client.request(method, endpoint.base_url + path, json=payload)
             except (httpx.ConnectError, httpx.ConnectTimeout) as err:
                 down = True
+                refused = isinstance(err, httpx.ConnectError)
                 raise TransientHTTPError(f"cannot connect ({type(err).__name__})", endpoint, endpoint_down=True) from None
             except httpx.TimeoutException:
                 raise TransientHTTPError(f"no response within {self.config.timeout_s:g} s", endpoint) from None
@@ -403,14 +426,14 @@ class OpenAIBackend:
                 healthy = False
                 raise TransientHTTPError(f"invalid response body ({type(err).__name__})", endpoint) from None
         finally:
-            self._pool.release(endpoint, ok=healthy, down=down)
+            self._pool.release(endpoint, ok=healthy, down=down, refused=refused)
 
     def _client_error(
         self, method: str, path: str, endpoint: Endpoint, response: httpx.Response, api_key: str | None
     ) -> CotspecError:
         hint = {
-            401: f"check the API key in ${self.config.api_key_env}",
-            403: f"check the API key in ${self.config.api_key_env}",
+            401: f"check the API key in ${self._api_key_env}",
+            403: f"check the API key in ${self._api_key_env}",
             404: "check --base-url (it usually ends in /v1) and --model",
         }.get(response.status_code, "check the sampling settings and --model")
         detail = _redact(response.text[:200], api_key)

@@ -40,7 +40,7 @@ def eval_command(
     batch_size: Annotated[int, _opt("batch_size", "--batch-size")] = 32,
     backend: Annotated[str, _opt("backend", "--backend")] = "transformers",
     base_url: Annotated[Optional[list[str]], _opt("base_urls", "--base-url")] = None,
-    api_key_env: Annotated[str, _opt("api_key_env", "--api-key-env")] = "OPENAI_API_KEY",
+    api_key_env: Annotated[Optional[str], _opt("api_key_env", "--api-key-env")] = None,
     concurrency: Annotated[int, _opt("concurrency", "--concurrency")] = 8,
     dtype: Annotated[str, _opt("dtype", "--dtype")] = "auto",
     trust_remote_code: Annotated[bool, _opt("trust_remote_code", "--trust-remote-code")] = False,

@@ -35,7 +35,7 @@ def sample_command(
     max_tokens: Annotated[int, _opt("max_new_tokens", "--max-tokens")] = 256,
     base_url: Annotated[Optional[list[str]], _opt("base_urls", "--base-url")] = None,
     model: Annotated[Optional[str], _opt("model", "--model")] = None,
-    api_key_env: Annotated[str, _opt("api_key_env", "--api-key-env")] = "OPENAI_API_KEY",
+    api_key_env: Annotated[Optional[str], _opt("api_key_env", "--api-key-env")] = None,
     concurrency: Annotated[int, _opt("concurrency", "--concurrency")] = 8,
     teacher: Annotated[Optional[str], _opt("teacher", "--teacher")] = None,
     dtype: Annotated[str, _opt("dtype", "--dtype")] = "auto",

@@ -44,8 +44,9 @@ class EvalConfig:
     """`transformers` (in-process) or `openai` (any OpenAI-compatible server)."""
     base_urls: tuple[str, ...] = ()
     """Server URLs for --backend openai (several spread the load)."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (never stored). Unset: $OPENAI_API_KEY if set, else no
+    key; a variable named here must be set."""
     concurrency: int = 8
     """Requests in flight at once (openai backend)."""
     dtype: str = "auto"
@@ -66,8 +67,12 @@ class EvalConfig:
             raise CotspecError(f"--self-consistency must be >= 1, got {self.self_consistency}")
         if self.self_consistency > 1 and self.sc_temperature <= 0:
             raise CotspecError("--sc-temperature must be > 0 when --self-consistency > 1")
+        if self.max_new_tokens < 1:
+            raise CotspecError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise CotspecError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.concurrency < 1:
+            raise CotspecError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.shots is not None and self.shots < 0:
             raise CotspecError(f"--shots must be >= 0, got {self.shots}")
         if self.backend not in ("transformers", "openai"):

@@ -79,7 +79,9 @@ class SampleStore:
         """Id of the run with exactly this config, created if new.
 
         A store that already holds samples drawn with a different config is refused unless `allow_mixed`:
-        mixing temperatures or teachers silently would corrupt the training data's distribution.
+        mixing temperatures or teachers silently would corrupt the training data's distribution. A run
+        that never stored a sample (its command failed before the first answer) is no such claim: it is
+        dropped, so the corrected command is not refused because of the failed one.
         """
         self._require_writable()
         # Check and insert in one write transaction, so two processes cannot both add a conflicting run.
@@ -88,6 +90,12 @@ class SampleStore:
             for run_id, stored in runs.items():
                 if stored.first_difference(config) is None:
                     return run_id
+            empty = [
+                run_id for run_id in runs
+                if self._conn.execute("SELECT 1 FROM samples WHERE run_id = ? LIMIT 1", (run_id,)).fetchone() is None
+            ]
+            self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in empty])
+            runs = {run_id: stored for run_id, stored in runs.items() if run_id not in empty}
             if runs and not allow_mixed:
                 stored = next(iter(runs.values()))
                 field = stored.first_difference(config)

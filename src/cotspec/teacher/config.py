@@ -37,8 +37,9 @@ class SampleConfig:
     """OpenAI-compatible teacher server(s), e.g. http://127.0.0.1:8080/v1; repeat the flag for a fleet."""
     model: str | None = None
     """Model name the server(s) serve; recorded in the store as the teacher."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (never stored). Unset: $OPENAI_API_KEY if set, else no
+    key; a variable named here must be set."""
     concurrency: int = 8
     """HTTP requests in flight at once, over all --base-url servers."""
     teacher: str | None = None

@@ -281,6 +281,13 @@ def run_sampling(config: SampleConfig, make_backend: Callable[[SampleConfig], Ba
                     correct += sum(r.correct for r in rows)
                     elapsed = max(time.monotonic() - started, 1e-9)
                     progress.update(bar, advance=len(rows), rate=written / elapsed, correct=correct)
+        except CotspecError as err:
+            # Every chain that arrived is committed: say so, so nobody fears for (or deletes) the store.
+            stored = wanted - len(missing) + written
+            raise CotspecError(
+                f"sampling stopped: {err}. {config.store} keeps every finished chain ({stored} of {wanted}); "
+                "run the same command again to sample only the missing ones"
+            ) from None
         finally:
             backend.close()
         return SamplingReport(**report, written=written, written_correct=correct, seconds=time.monotonic() - started)
