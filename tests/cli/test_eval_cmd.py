@@ -131,3 +131,19 @@ def test_missing_data_dir_names_the_file(tiny_llama_dir, tmp_path, run_cli, monk
                      "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert "SVAMP.json" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_finished_run_reads_no_model_file_again(tiny_llama_dir, tmp_path, data_dir, run_cli, monkeypatch):
+    # The model is identified by the hashes of its files (run.json), yet re-summarizing stays instant:
+    # files whose size and mtime are unchanged are not read again.
+    out = tmp_path / "run"
+    assert run_cli(*_eval_args(tiny_llama_dir, out, data_dir)).exit_code == 0
+    recorded = json.loads((out / "run.json").read_text())["model_files"]
+    assert {"config.json", "model.safetensors"} <= set(recorded)
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr("cotspec.evaluate.model_files.sha256_file", no_hashing)
+    again = run_cli(*_eval_args(tiny_llama_dir, out, data_dir))
+    assert again.exit_code == 0, again.stderr

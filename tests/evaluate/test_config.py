@@ -19,6 +19,8 @@ def make(**overrides):
         ({"limit": 0}, "--limit"),
         ({"self_consistency": 0}, "--self-consistency"),
         ({"batch_size": 0}, "--batch-size"),
+        ({"max_new_tokens": 0}, "--max-new-tokens"),
+        ({"concurrency": 0}, "--concurrency"),
         ({"backend": "vllm"}, "--backend"),
         ({"backend": "openai"}, "--base-url"),
         ({"dtype": "fp8"}, "--dtype"),

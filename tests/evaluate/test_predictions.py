@@ -9,7 +9,17 @@ from cotspec.evaluate.predictions import PredictionFile, predictions_path, write
 def test_paths_per_task(tmp_path):
     assert predictions_path(tmp_path, "gsm8k") == tmp_path / "predictions" / "gsm8k.jsonl"
     assert predictions_path(tmp_path, "bbh:navigate") == tmp_path / "predictions" / "bbh" / "navigate.jsonl"
-    assert predictions_path(tmp_path, "jsonl:/data/my set.jsonl") == tmp_path / "predictions" / "jsonl" / "my set.jsonl"
+    mine = predictions_path(tmp_path, "jsonl:/data/my set.jsonl")
+    assert mine.parent == tmp_path / "predictions" / "jsonl" and mine.name.startswith("my set-")
+
+
+def test_user_files_named_alike_get_files_of_their_own(tmp_path, monkeypatch):
+    # jsonl:a/q.jsonl and jsonl:b/q.jsonl once shared predictions/jsonl/q.jsonl, and one task's were lost.
+    monkeypatch.chdir(tmp_path)
+    first, second = predictions_path(tmp_path, "jsonl:a/q.jsonl"), predictions_path(tmp_path, "jsonl:b/q.jsonl")
+    assert first != second
+    # The same file, however spelled and on every run, keeps its predictions file.
+    assert predictions_path(tmp_path, f"jsonl:{tmp_path}/a/q.jsonl") == predictions_path(tmp_path, "jsonl:./a/q.jsonl") == first
 
 
 def test_append_then_load_round_trip(tmp_path):

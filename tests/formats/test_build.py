@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -142,7 +143,7 @@ def test_out_directory_handling(tmp_path, data_dir):
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("keep me")
-    with pytest.raises(CotspecError, match="non-empty directory that holds no earlier build"):
+    with pytest.raises(CotspecError, match=r"holds what cotspec build did not write: other files \(todo\.txt\)"):
         build_training_data(BuildConfig(out=foreign, gold=True, limit=2, data_dir=data_dir))
     assert (foreign / "todo.txt").read_text() == "keep me"
     out = tmp_path / "data"
@@ -152,3 +153,25 @@ def test_out_directory_handling(tmp_path, data_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes"]  # no scratch left behind
     with pytest.raises(CotspecError, match="not a `cotspec build` output"):
         load_training_data(foreign)
+
+
+@pytest.mark.parametrize(
+    ("added", "named"),
+    [
+        ({"config.yaml": "out: x\n", "model/model.safetensors": "weights"}, "the output of cotspec train"),
+        ({"run.json": "{}\n", "predictions/gsm8k.jsonl": "{}\n"}, "the output of cotspec eval"),
+        ({"notes.txt": "mine"}, "other files (notes.txt)"),
+    ],
+)
+def test_a_build_holding_anything_else_is_not_replaced(tmp_path, data_dir, added, named):
+    # `train --data D --out D` leaves the trained model next to the build: rebuilding D used to delete it.
+    out = tmp_path / "data"
+    build_training_data(BuildConfig(out=out, gold=True, limit=2, formats=("zero_shot_cot",), data_dir=data_dir))
+    for name, text in added.items():
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text(text)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(CotspecError, match=re.escape(named)):
+        build_training_data(BuildConfig(out=out, gold=True, limit=3, data_dir=data_dir))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no scratch left behind

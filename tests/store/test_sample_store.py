@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sqlite3
 
 import numpy as np
@@ -146,6 +148,9 @@ def test_same_config_reuses_the_run_and_a_different_one_is_refused(tmp_path):
         assert store.register_run(run_config()) == run_id
         # Only the prompt's description differs (e.g. the same file at another path): same run.
         assert store.register_run(run_config(prompt="file /elsewhere/prompt_complex.txt")) == run_id
+        # A run claims the store for its settings once it has stored a sample (an empty one is dropped).
+        store.add_questions(examples(1))
+        store.add(make_row("gsm8k/train/0", 0, run_id=run_id))
     with SampleStore.open(path, writable=True) as store:
         with pytest.raises(CotspecError, match=r"temperature=0\.5 but this run has temperature=0\.7") as err:
             store.register_run(run_config(temperature=0.7))
@@ -249,3 +254,59 @@ def test_reading_never_modifies_the_files(new_store, tmp_path):
     assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
         k: v for k, v in before.items() if not k.endswith("-shm")
     }
+
+
+@pytest.fixture
+def unwritable_dirs(monkeypatch):
+    """Make the store's `os.access` report the given directories as not writable, as on read-only media.
+
+    Tests run as root, whom permission bits do not stop; tests/cli/test_faults_eval_build_store.py opens a
+    store on a truly read-only mount as well.
+    """
+    from cotspec.store import schema
+
+    blocked: set = set()
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and os.path.abspath(path) in blocked:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(schema.os, "access", access)
+    return lambda directory: blocked.add(os.path.abspath(directory))
+
+
+def _closed_store(directory):
+    path = directory / "run.db"
+    with SampleStore.open(path, writable=True) as store:
+        run_id = store.register_run(run_config())
+        store.add_questions(examples(2))
+        store.add_many([make_row(f"gsm8k/train/{q}", 0, run_id=run_id, correct=True) for q in range(2)])
+    return path
+
+
+def test_a_closed_store_reads_from_a_read_only_directory(tmp_path, unwritable_dirs):
+    # WAL readers need a -shm index; SQLite could not create one on read-only media and the store was
+    # reported as "not a SQLite sample store". A cleanly closed store has no log to read: opened immutable.
+    path = _closed_store(tmp_path)
+    unwritable_dirs(tmp_path)
+    with SampleStore.open(path) as reader:
+        assert reader.stats().samples == 2
+        assert len(list(reader.iter_samples())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.db"]  # no -wal or -shm was created
+
+
+def test_unmerged_log_on_read_only_media_says_what_to_do(tmp_path, unwritable_dirs):
+    with SampleStore.open(tmp_path / "live" / "run.db", writable=True) as writer:
+        run_id = writer.register_run(run_config())
+        writer.add_questions(examples(1))
+        writer.add(make_row("gsm8k/train/0", 0, run_id=run_id))
+        # Copied while the writer is open: the commits are still in the -wal, and no -shm travels along.
+        media = tmp_path / "media"
+        media.mkdir()
+        for name in ("run.db", "run.db-wal"):
+            shutil.copyfile(tmp_path / "live" / name, media / name)
+    unwritable_dirs(media)
+    with pytest.raises(CotspecError, match=r"run\.db: its directory is read-only and run\.db-wal holds commits not yet merged"):
+        SampleStore.open(media / "run.db")

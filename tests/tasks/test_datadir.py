@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,7 @@ import pytest
 
 from cotspec.errors import CotspecError
 from cotspec.tasks import datadir
-from cotspec.tasks.datadir import get_field, read_json, read_jsonl, require_file, resolve_data_dir, source_url
+from cotspec.tasks.datadir import get_field, read_json, read_jsonl, require_file, resolve_data_dir, sha256_file, source_url
 
 GSM8K_TEST_URL = (
     "https://raw.githubusercontent.com/openai/grade-school-math/"
@@ -136,3 +137,43 @@ def test_get_field_errors_name_where_and_field() -> None:
     with pytest.raises(CotspecError, match="field 'answer' must be a string or a number, got true/false"):
         get_field({"answer": True}, "answer", (str, int, float), "q.jsonl:4")
     assert get_field({"answer": 7}, "answer", (str, int, float), "q.jsonl:4") == 7
+
+
+def test_read_jsonl_keeps_a_bom_out_of_line_one(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n')
+    assert list(read_jsonl(path)) == [(1, {"a": 1})]
+
+
+@pytest.mark.parametrize(
+    ("second_line", "expected"),
+    [
+        (b'{"question": "caf\xe9", "answer": 2}', r"q\.jsonl:2: field 'question' is not UTF-8 text \(byte 0xe9\)"),
+        (b'\xff{"answer": 2}', r"q\.jsonl:2: not UTF-8 text \(byte 0xff at byte 1 of the line\)"),
+    ],
+)
+def test_read_jsonl_text_that_is_not_utf8_names_line_and_field(tmp_path: Path, second_line: bytes, expected: str) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"question": "ok", "answer": 1}\n' + second_line + b"\n")
+    with pytest.raises(CotspecError, match=expected):
+        list(read_jsonl(path))
+
+
+def test_read_json_text_that_is_not_utf8_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "SVAMP.json"
+    path.write_bytes(b'[\n  {"Body": "caf\xe9"}\n]\n')
+    with pytest.raises(CotspecError, match=r"SVAMP\.json:2:16: not UTF-8 text \(byte 0xe9\)"):
+        read_json(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_get_field_refuses_numbers_json_does_not_have(value: float) -> None:
+    # Python's json.loads reads NaN and Infinity; no answer is either.
+    with pytest.raises(CotspecError, match=r"^q\.jsonl:4: field 'answer' must be a finite number, got -?(NaN|Infinity)$"):
+        get_field({"answer": value}, "answer", (str, int, float), "q.jsonl:4")
+
+
+def test_sha256_file(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"abc" * 1_000_000)
+    assert sha256_file(path) == hashlib.sha256(b"abc" * 1_000_000).hexdigest()

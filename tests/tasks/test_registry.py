@@ -69,3 +69,11 @@ def test_adding_a_task_is_one_register_call(monkeypatch) -> None:
         register(new)
     with pytest.raises(ValueError, match="already a group name"):
         register(dataclasses.replace(new, name="bbh"))
+
+
+def test_one_file_named_twice_is_one_task_and_two_files_named_alike_are_two(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    same = resolve_tasks("jsonl:q.jsonl,jsonl:./q.jsonl")
+    assert [t.name for t in same] == ["jsonl:q.jsonl"]
+    alike = resolve_tasks("jsonl:a/q.jsonl,jsonl:b/q.jsonl")
+    assert [t.name for t in alike] == ["jsonl:a/q.jsonl", "jsonl:b/q.jsonl"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from cotspec.errors import CotspecError
 from cotspec.tasks import get_task
 from cotspec.tasks.base import PromptSpec
+from cotspec.tasks.user import task_file
 
 
 def _write(path: Path, *lines: object) -> Path:
@@ -55,6 +57,10 @@ def test_bad_lines_name_line_and_field(tmp_path: Path, data_dir: Path) -> None:
         "list_question": ('{"question": "q", "answer": 1}', '{"question": ["q"], "answer": 1}',
                           "field 'question' must be a string, got a list"),
         "empty_answer": ('{"question": "q", "answer": 1}', '{"question": "q", "answer": "  "}', "field 'answer' is empty"),
+        "nan_answer": ('{"question": "q", "answer": 1}', '{"question": "q", "answer": NaN}',
+                       "field 'answer' must be a finite number, got NaN"),
+        "infinite_answer": ('{"question": "q", "answer": 1}', '{"question": "q", "answer": Infinity}',
+                            "field 'answer' must be a finite number, got Infinity"),
     }
     for name, (good, bad, expected) in cases.items():
         path = _write(tmp_path / f"{name}.jsonl", good, bad)
@@ -68,3 +74,24 @@ def test_missing_file(tmp_path: Path, data_dir: Path) -> None:
         get_task(f"jsonl:{tmp_path}/nope.jsonl").load(data_dir, "test")
     with pytest.raises(CotspecError, match="names no file"):
         get_task("jsonl:")
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_a_file_without_questions_is_refused(tmp_path: Path, data_dir: Path, content: str) -> None:
+    # Scoring no question at all used to report 0.0%, as if the model had failed every one.
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CotspecError, match=rf"task file {re.escape(str(path))} holds no questions"):
+        get_task(f"jsonl:{path}").load(data_dir, "test")
+
+
+def test_a_file_that_is_not_utf8_names_line_and_field(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"question": "q", "answer": 1}\n{"question": "café?", "answer": 2}\n'.encode("latin-1"))
+    with pytest.raises(CotspecError, match=rf"^{re.escape(str(path))}:2: field 'question' is not UTF-8 text"):
+        get_task(f"jsonl:{path}").load(data_dir, "test")
+
+
+def test_task_file_is_the_absolute_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert task_file("jsonl:q.jsonl") == task_file("jsonl:./sub/../q.jsonl") == tmp_path / "q.jsonl"

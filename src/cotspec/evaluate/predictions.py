@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import IO
 
 from ..errors import CotspecError
+from ..tasks import user
 
 
 def predictions_path(out: Path, task_name: str) -> Path:
-    """`bbh:date_understanding` -> predictions/bbh/date_understanding.jsonl; `jsonl:/x/y.jsonl` -> jsonl/y.jsonl."""
+    """`bbh:date_understanding` -> predictions/bbh/date_understanding.jsonl; `jsonl:/x/y.jsonl` ->
+    predictions/jsonl/y-<hash>.jsonl.
+
+    A user's file is named by its stem and a hash of its absolute path: `a/q.jsonl` and `b/q.jsonl` get
+    files of their own, and the same file gets the same one on every re-run.
+    """
+    if task_name.startswith(user.PREFIX):
+        source = user.task_file(task_name)
+        digest = hashlib.sha256(os.fsencode(source)).hexdigest()[:12]
+        return out / "predictions" / "jsonl" / f"{source.stem}-{digest}.jsonl"
     if ":" in task_name:
         prefix, rest = task_name.split(":", 1)
-        return out / "predictions" / prefix / f"{Path(rest).stem if prefix == 'jsonl' else rest}.jsonl"
+        return out / "predictions" / prefix / f"{rest}.jsonl"
     return out / "predictions" / f"{task_name}.jsonl"
 
 

@@ -2,10 +2,15 @@
 
 Resuming is the default: examples whose prediction is already on disk are not generated again, and when
 nothing is pending the model is never loaded, so a finished run re-summarizes instantly.
+
+A run directory holds one setting, one model and one version of each task: resuming with other settings
+(run.json), a model whose files changed (run.json's model_files, see model_files.py) or an example whose
+question, prompt or gold changed (each prediction keeps its prompt and gold) is refused, never mixed in.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from itertools import groupby
@@ -19,11 +24,15 @@ from ..errors import CotspecError
 from ..progress import make_progress
 from ..tasks import resolve_data_dir, resolve_tasks
 from ..tasks.base import Example, Task
+from ..tasks.outputs import EVAL_OUTPUT, check_output_dir, writing_output
 from .config import EvalConfig
+from .model_files import first_difference, fingerprint, local_model_files
 from .predictions import PredictionFile, predictions_path, write_json_atomic
 from .voting import majority_vote
 
 BackendFactory = Callable[[EvalConfig], Backend]
+RUN_FILE = EVAL_OUTPUT.marker
+MODEL_FILES_KEY = "model_files"
 
 
 @dataclass
@@ -34,11 +43,17 @@ class _Pending:
 
 
 def run_eval(config: EvalConfig, make_backend: BackendFactory) -> dict:
-    """Evaluate `config.model` on `config.tasks`, writing predictions and summary.json under `config.out`."""
+    """Evaluate `config.model` on `config.tasks`, writing predictions and summary.json under `config.out`.
+
+    Every input is checked before anything is written: the run directory is claimed (run.json) only once
+    the model has loaded, so a command that fails (a typo in --model, a bad task file) leaves no trace
+    that would refuse the corrected one.
+    """
+    check_output_dir(config.out, EVAL_OUTPUT)
+    stored = _stored_run(config)
+    model_files = _check_model(config, stored)
     data_dir = resolve_data_dir(config.data_dir)
     tasks = resolve_tasks(",".join(config.tasks))
-    config.out.mkdir(parents=True, exist_ok=True)
-    _check_run_identity(config)
 
     files: dict[str, PredictionFile] = {}
     records: dict[str, dict[str, dict]] = {}
@@ -53,11 +68,19 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory) -> dict:
         files[task.name] = PredictionFile(predictions_path(config.out, task.name))
         records[task.name] = files[task.name].load()
         selected[task.name] = examples
-        pending += [_Pending(task, ex, prompter(ex)) for ex in examples if ex.id not in records[task.name]]
+        for example in examples:
+            prompt, done = prompter(example), records[task.name].get(example.id)
+            if done is None:
+                pending.append(_Pending(task, example, prompt))
+            else:
+                _refuse_stale(files[task.name].path, done, example, prompt)
 
     if pending:
+        if model_files is None:
+            model_files = _model_fingerprint(config)
         backend = make_backend(config)
         try:
+            _record_run(config, stored, model_files)
             _generate(config, backend, pending, files, records)
         finally:
             backend.close()
@@ -67,7 +90,8 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory) -> dict:
             files[name].rewrite_in_order(records[name], [ex.id for ex in selected[name]])
 
     summary = summarize(config, tasks, selected, records)
-    write_json_atomic(config.out / "summary.json", summary)
+    with writing_output(config.out):
+        write_json_atomic(config.out / "summary.json", summary)
     return summary
 
 
@@ -185,21 +209,75 @@ def markdown_table(summary: dict, include_subtasks: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _check_run_identity(config: EvalConfig) -> None:
-    """A run directory belongs to one configuration; resuming with another would mix predictions."""
-    import json
+def _stored_run(config: EvalConfig) -> dict:
+    """The run.json of `config.out` ({} for a new run); refuses settings other than the run's own."""
+    path = config.out / RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise CotspecError(f"{path}: not valid JSON; delete it or choose another --out") from None
+    if not isinstance(stored, dict):
+        raise CotspecError(f"{path}: not a run record (expected a JSON object); delete it or choose another --out")
+    for key, value in config.identity().items():
+        if key in stored and stored[key] != value:
+            raise CotspecError(
+                f"{config.out} holds a run with {key}={stored[key]!r}, not {value!r}: "
+                "choose another --out or delete that directory"
+            )
+    return stored
 
-    path: Path = config.out / "run.json"
-    identity = config.identity()
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise CotspecError(f"{path}: not valid JSON; delete it or choose another --out") from None
-        for key, value in identity.items():
-            if key in stored and stored[key] != value:
-                raise CotspecError(
-                    f"{config.out} holds a run with {key}={stored[key]!r}, not {value!r}: "
-                    "choose another --out or delete that directory"
-                )
-    write_json_atomic(path, identity)
+
+def _check_model(config: EvalConfig, stored: dict) -> dict | None:
+    """Refuse a model whose files differ from those the run's predictions came from (retrained in place).
+
+    Returns the model's current fingerprint when there was one to check against, else None. Unchanged
+    files are only stat'ed, so a finished run stays instant; a model that is gone is not checked (a
+    finished run does not need it, and an unfinished one fails to load it).
+    """
+    recorded, files = stored.get(MODEL_FILES_KEY), local_model_files(config)
+    if not recorded or files is None:
+        return None
+    current = fingerprint(files, recorded)
+    change = first_difference(recorded, current)
+    if change is not None:
+        raise CotspecError(
+            f"--model {config.model}: {change} since {config.out} was started, so its predictions came from "
+            "another model; use a new --out for this one (or restore the model the run began with)"
+        )
+    return current
+
+
+def _model_fingerprint(config: EvalConfig) -> dict | None:
+    files = local_model_files(config)
+    return None if files is None else fingerprint(files)
+
+
+def _refuse_stale(path: Path, done: dict, example: Example, prompt: str) -> None:
+    """A stored prediction answers the example as it is now (question, prompt and gold), or is refused.
+
+    Comparing the stored prompt and gold with today's identifies the task data by content, per example:
+    an edited task file, exemplar file or data file is caught, whichever lines were edited.
+    """
+    if done.get("gold") != example.answer:
+        what = f"the gold answer {done.get('gold')!r} (now {example.answer!r})"
+    elif done.get("prompt") != prompt:
+        what = "another question or prompt than today's"
+    else:
+        return
+    raise CotspecError(
+        f"{path}: {example.id} was predicted for {what}: the task's file or exemplars changed since; "
+        "use a new --out to evaluate the new version"
+    )
+
+
+def _record_run(config: EvalConfig, stored: dict, model_files: dict | None) -> None:
+    """Write run.json: the settings and model files that every prediction in the directory was made with."""
+    record = config.identity()
+    if model_files is not None:
+        record[MODEL_FILES_KEY] = model_files
+    if record != stored:  # a resumed run with nothing new to record leaves the file untouched
+        with writing_output(config.out):
+            config.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(config.out / RUN_FILE, record)

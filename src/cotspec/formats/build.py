@@ -10,7 +10,6 @@ tokenization cache on). It appears complete or not at all: everything is written
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,9 @@ from ..errors import CotspecError
 from ..progress import make_progress, quiet_datasets_bars
 from ..store import SampleStore
 from ..tasks import gsm8k_dev_ids, resolve_data_dir
+from ..tasks.datadir import sha256_file
 from ..tasks.math import GSM8K_FILES, load_gsm8k
+from ..tasks.outputs import BUILD_OUTPUT, check_output_dir, writing_output
 from .config import BuildConfig
 from .exemplars import ExemplarSampler
 from .leakcheck import assert_no_dev_questions
@@ -39,8 +40,8 @@ from .templates import IN_CONTEXT_FORMATS
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "build.json"
-SPLIT = "train"
+MANIFEST = BUILD_OUTPUT.marker
+SPLIT = "train"  # with dataset_dict.json and MANIFEST, all that BUILD_OUTPUT lets the output directory hold
 
 
 def build_training_data(config: BuildConfig) -> DatasetDict:
@@ -48,7 +49,7 @@ def build_training_data(config: BuildConfig) -> DatasetDict:
     started = time.perf_counter()
     data_dir = resolve_data_dir(config.data_dir)
     out = Path(config.out)
-    _check_out(out)
+    check_output_dir(out, BUILD_OUTPUT, replaced_whole=True)
     train = load_gsm8k(data_dir, "train")
     by_id = {ex.id: ex for ex in train}
     dev_ids = gsm8k_dev_ids(data_dir)
@@ -78,7 +79,8 @@ def build_training_data(config: BuildConfig) -> DatasetDict:
         def manifest(n_rows: int, content_sha: str) -> dict:
             return _manifest(config, data_dir, plan, natural, row_counts, chain_counts, n_rows, content_sha, started)
 
-        n_rows, content_sha = _save(rows, out, dev_questions, manifest)
+        with writing_output(out):
+            n_rows, content_sha = _save(rows, out, dev_questions, manifest)
     finally:
         if store is not None:
             store.close()
@@ -121,15 +123,11 @@ def load_training_data(path: str | Path) -> tuple[DatasetDict, dict]:
     return load_from_disk(str(path)), manifest
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CotspecError(f"--out {out} is a file; give a directory for the dataset")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise CotspecError(f"--out {out} is a non-empty directory that holds no earlier build; choose a new or empty directory")
-
-
 def _replace_dir(staged: Path, out: Path) -> None:
-    """Move `staged` to `out`, replacing an earlier build; the old one is removed only after the move."""
+    """Move `staged` to `out`, replacing an earlier build; the old one is removed only after the move.
+
+    `check_output_dir` made sure `out` holds nothing but an earlier build, so nothing else is deleted.
+    """
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
@@ -197,15 +195,8 @@ def _manifest(
         "chains": n_store + n_gold,
         "dev_questions_excluded": len(plan.dev_questions),
         "sources": sources,
-        "data": {"gsm8k_train": GSM8K_FILES["train"], "gsm8k_train_sha256": _sha256(data_dir / GSM8K_FILES["train"])},
+        "data": {"gsm8k_train": GSM8K_FILES["train"], "gsm8k_train_sha256": sha256_file(data_dir / GSM8K_FILES["train"])},
         "cotspec_version": __version__,
         "build_seconds": round(time.perf_counter() - started, 2),
     }
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -16,7 +16,8 @@ class BuildConfig:
 
     out: Path
     """Output directory: the dataset (`datasets.load_from_disk`) and its build.json manifest. A previous
-    build there is replaced; any other non-empty directory is refused."""
+    build there is replaced; a directory holding anything else (a training or eval run, other files) is
+    refused, so nothing the build did not write is ever deleted."""
     store: Path | None = None
     """Sample store (.db) of teacher chains: its correct chains are used, exact duplicates dropped."""
     gold: bool = False

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import CotspecError
+from ..tasks.outputs import check_output_file, writing_output
 from .records import StoredSample
 
 FORMATS = ("jsonl", "parquet")
@@ -78,10 +79,15 @@ def export_samples(samples: Iterable[StoredSample], out: Path, fmt: str) -> int:
     if fmt not in FORMATS:
         raise CotspecError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
-    if out.is_dir():
-        raise CotspecError(f"--out {out} is a directory; give a file name such as {out / ('samples.' + fmt)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out, example_name=f"samples.{fmt}")
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    with writing_output(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _write(samples, out, partial, fmt)
+
+
+def _write(samples: Iterable[StoredSample], out: Path, partial: Path, fmt: str) -> int:
+    """Write to `partial`, then rename it to `out`; `partial` never outlives the call."""
     written = 0
     try:
         if fmt == "jsonl":

@@ -13,6 +13,7 @@ would close that window at the cost of an fsync per row.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -76,6 +77,11 @@ def _check_header(conn: sqlite3.Connection, path: Path, writable: bool) -> None:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         n_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.OperationalError as err:
+        # The file could not be read at all (permissions, a vanished directory): say so, not "not a store".
+        raise CotspecError(
+            f"{path}: SQLite cannot read the sample store ({err}); check that it and its directory are readable"
+        ) from None
     except sqlite3.DatabaseError as err:
         raise CotspecError(
             f"{path}: not a SQLite sample store ({err}); pass the .db file `cotspec sample --store` wrote"
@@ -101,6 +107,28 @@ def _check_header(conn: sqlite3.Connection, path: Path, writable: bool) -> None:
         raise CotspecError(f"{path}: store schema version {version} is invalid; the file is damaged")
 
 
+def _read_only_query(path: Path) -> str:
+    """URI parameters that let SQLite read the store, also from a directory nobody may write.
+
+    Reading a WAL-mode file takes its `-shm` index, which SQLite creates next to the file when missing:
+    on read-only media (or a directory without write permission) that fails and every read errors out.
+    A store closed cleanly has no log to read (its `-wal` is gone or empty), so it is opened as immutable:
+    no index, no locks, nothing created. A log that still holds commits can only be read with its index.
+    """
+    if os.access(path.parent, os.W_OK | os.X_OK):
+        return "mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return "mode=ro&immutable=1"
+    if shm.exists():
+        return "mode=ro"  # SQLite >= 3.22 reads the log through an existing index, read-only
+    raise CotspecError(
+        f"{path}: its directory is read-only and {wal.name} holds commits not yet merged into the store, which "
+        f"SQLite can only read through a {shm.name} file it cannot create there; copy {path.name} and "
+        f"{wal.name} to a writable directory and read them from there"
+    )
+
+
 def connect(path: Path, writable: bool) -> sqlite3.Connection:
     """Open (writable: create if missing) a store file, checked; read-only opens never modify it."""
     path = Path(path)
@@ -112,7 +140,7 @@ def connect(path: Path, writable: bool) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{quote(str(path.resolve()))}?mode=rwc"
     else:
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        uri = f"file:{quote(str(path.resolve()))}?{_read_only_query(path)}"
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each write is exactly one transaction.
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)

@@ -90,7 +90,10 @@ def _unknown(name: str) -> str:
 
 
 def resolve_tasks(spec: str | Iterable[str]) -> list[Task]:
-    """`"gsm8k,svamp,bbh"` (or a list of names) -> tasks, groups expanded, duplicates dropped, order kept."""
+    """`"gsm8k,svamp,bbh"` (or a list of names) -> tasks, groups expanded, duplicates dropped, order kept.
+
+    Two `jsonl:` names for one file (`jsonl:q.jsonl,jsonl:./q.jsonl`) are one task, the first spelling.
+    """
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     groups = list_groups()
     tasks: dict[str, Task] = {}
@@ -99,10 +102,15 @@ def resolve_tasks(spec: str | Iterable[str]) -> list[Task]:
             continue
         for member in groups.get(name, [name]):
             task = get_task(member)
-            tasks.setdefault(task.name, task)
+            tasks.setdefault(_identity(task), task)
     if not tasks:
         raise CotspecError("no task named: give at least one, e.g. --tasks gsm8k")
     return list(tasks.values())
+
+
+def _identity(task: Task) -> str:
+    """What makes two tasks the same: the name, or for a user's file the file itself however it is spelled."""
+    return str(user.task_file(task.name)) if task.name.startswith(user.PREFIX) else task.name
 
 
 _BUILTIN: tuple[Task, ...] = (*math.TASKS, *bbh.TASKS)

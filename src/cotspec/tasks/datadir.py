@@ -8,8 +8,10 @@ folder and the URL to fetch it from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -144,15 +146,18 @@ def _download(url: str, target: Path, client: httpx.Client | None) -> None:
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, record)` for each non-blank line; line numbers are 1-based, as editors show.
 
-    A line that is not a JSON object raises CotspecError naming `path:line`.
+    A line that is not UTF-8 text or not a JSON object raises CotspecError naming `path:line`.
     """
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of line 1's JSON
+        handle = path.open("rb")  # bytes, decoded per line: an encoding error can then name its line
     except OSError as exc:
         raise CotspecError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        for line_number, line in enumerate(handle, start=1):
+        for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1:
+                raw = raw.removeprefix(_BOM)  # a BOM (Windows editors) is not part of line 1's JSON
+            line = _decode(raw, f"{path}:{line_number}")
             if not line.strip():
                 continue
             try:
@@ -168,13 +173,61 @@ def read_json(path: str | Path) -> Any:
     """A whole-file JSON document; a syntax error raises CotspecError naming `path:line:column`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes().removeprefix(_BOM)
     except OSError as exc:
         raise CotspecError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise CotspecError(f"{path}:{line}:{column}: {_not_utf8(raw[exc.start])}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CotspecError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from exc
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        field = _field_holding_bad_bytes(raw)
+        if field is not None:
+            raise field_error(where, field, f"is {_not_utf8(raw[exc.start])}") from None
+        raise CotspecError(f"{where}: {_not_utf8(raw[exc.start], f' at byte {exc.start + 1} of the line')}") from None
+
+
+def _field_holding_bad_bytes(raw: bytes) -> str | None:
+    """The top-level field whose string holds the undecodable bytes, when the line is otherwise JSON."""
+    try:
+        record = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    # surrogateescape turns each undecodable byte into a lone surrogate, which valid text never holds.
+    return next((str(key) for key, value in record.items() if isinstance(value, str) and _has_surrogate(value)), None)
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _not_utf8(byte: int, where: str = "") -> str:
+    return f"not UTF-8 text (byte 0x{byte:02x}{where}); save the file as UTF-8"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (model weights do not fit memory twice)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_split(task: str, split: str, splits: tuple[str, ...]) -> None:
@@ -197,6 +250,9 @@ def get_field(record: dict[str, Any], field: str, types: type | tuple[type, ...]
         labels = [_JSON_NAMES.get(t, t.__name__) for t in wanted if not (t is int and float in wanted)]
         expected = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
         raise field_error(where, field, f"must be {expected}, got {_json_name(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # Python's json reads NaN and Infinity, which JSON does not have; no answer or count is either.
+        raise field_error(where, field, f"must be a finite number, got {json.dumps(value)}")
     return value
 
 

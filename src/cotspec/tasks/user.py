@@ -46,6 +46,12 @@ def load_jsonl(name: str, path: Path, data_dir: Path, split: str = "test") -> li
         if not question.strip() or not gold:
             raise CotspecError(f"{where}: field {'question' if not question.strip() else 'answer'!r} is empty")
         examples.append(Example(f"{name}/test/{index}", question, gold))
+    if not examples:
+        # Scoring nothing would report 0.0% as if the model had failed every question.
+        raise CotspecError(
+            f"task file {path} holds no questions (from --tasks {name}); "
+            'write one JSON object per line, e.g. {"question": "What is 2 + 3?", "answer": 5}'
+        )
     return examples
 
 
@@ -64,6 +70,11 @@ def any_is_correct(extracted: str | None, gold: str) -> bool:
 def any_vote_key(answer: str) -> str:
     """Numbers vote by value, other answers as exact-match scoring compares them."""
     return math_vote_key(answer) if parse_rational(answer) is not None else bbh_vote_key(answer)
+
+
+def task_file(name: str) -> Path:
+    """The absolute file behind `jsonl:<path>`: what identifies the task, however the path is spelled."""
+    return Path(name.removeprefix(PREFIX)).expanduser().resolve()
 
 
 def jsonl_task(name: str) -> Task:
