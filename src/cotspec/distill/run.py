@@ -3,7 +3,9 @@
     summary = run_training(load_config(Path("configs/distill-gold.yaml"), ["train.max_steps=20"]))
 
 The run directory (`out`) holds everything: config.yaml (resolved), data/ (when built here),
-checkpoint-<step>/ (resumable), model/ (the final student, LoRA merged), train_summary.json.
+checkpoint-<step>/ (resumable), model/ (the final student, LoRA merged), train_summary.json. Each is
+written so that a kill leaves the old or the new, never half (`cotspec.distill.rundir`). Re-running
+resumes from the newest complete checkpoint; a run that already reached its last step is left as it is.
 Under `accelerate launch` every process runs this; data is built and tokenized by the main process
 first, the others then read the cache.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import re
 import sys
@@ -22,7 +25,18 @@ import torch
 
 from ..errors import CotspecError
 from ..progress import quiet_transformers_bars
-from .config import DistillConfig, DataConfig, differing_keys, flatten, load_config, to_yaml
+from ..tasks.outputs import _check_can_write_in, writing_output
+from .config import DistillConfig, DataConfig, TrainConfig, differing_keys, flatten, load_config, to_yaml
+from .rundir import (
+    checkpoint_dirs,
+    checkpoint_step,
+    newest_complete_checkpoint,
+    publish,
+    remove_leftovers,
+    remove_staging,
+    staged,
+    write_text,
+)
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "train_summary.json"
@@ -32,14 +46,28 @@ DATA_DIR = "data"
 
 def run_training(config: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any] | None:
     """Train the student `config` describes; returns (and writes) the run summary on the main process,
-    None on the others. `callbacks` are extra `transformers.TrainerCallback`s (metrics, early stop)."""
+    None on the others. `callbacks` are extra `transformers.TrainerCallback`s (metrics, early stop).
+
+    A run that already reached its last step returns its stored summary and changes nothing."""
     from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
+    from ..models import check_model_reference
+
     out = config.require_out()
     args = TrainingArguments(**training_arguments(config, out))  # before the model: ZeRO-3 loads sharded
+    is_main = args.process_index == 0
     try:
-        checkpoint = _prepare_run_dir(config, out, is_main=args.process_index == 0)
+        checkpoint = _checkpoint_to_resume(config, out)
+        finished = _finished_summary(config, out)
+        if finished is not None:
+            _say(args, _finished_line(config, out, finished["steps"]))
+            return finished if is_main else None
+        check_model_reference(config.student.model)  # a broken model fails before anything is written
+        if is_main:
+            removed = _prepare_run_dir(config, out)
+            if removed:
+                _say(args, f"removed {', '.join(removed)} from {out}: incomplete (a run was killed while writing it)")
         with args.main_process_first(desc="training data"):
             rows, manifest = resolve_rows(config.data, out)
         student = _load_student(config)
@@ -73,13 +101,17 @@ def run_training(config: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[s
             group_by_length=config.train.group_by_length,
         )
         trainer.remove_callback(PrinterCallback)
+        if checkpoint is not None:
+            _say_if_nothing_left_to_train(args, checkpoint, target_steps(config.train, trainer.steps_per_epoch))
         with quiet_transformers_bars():  # ours shows the steps; theirs would interleave at every save
-            result = trainer.train(resume_from_checkpoint=checkpoint)
-            model_dir = _save_final(trainer, config, out / MODEL_DIR)
+            result = trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
+            model_dir = _save_final(trainer, config, out)
         summary = None
-        if args.process_index == 0:
+        if is_main:
             summary = _summary(config, out, trainer, result, data, manifest, model_dir, checkpoint)
-            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            with writing_output(out):
+                write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+                remove_staging(out)
         # All processes leave together: the main one hosts the rendezvous store, and a process still
         # shutting down its process group after the main one exited waits on that store until timeout.
         trainer.accelerator.wait_for_everyone()
@@ -155,33 +187,88 @@ def resolve_precision(precision: str) -> str:
 # --- run directory ---------------------------------------------------------------------------------
 
 
-def _prepare_run_dir(config: DistillConfig, out: Path, *, is_main: bool) -> str | None:
-    """The checkpoint to resume from (None: a fresh start); refuses to mix two configs in one `out`."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+def _checkpoint_to_resume(config: DistillConfig, out: Path) -> Path | None:
+    """The newest complete checkpoint (None: a fresh start); refuses to mix two configs in one `out`."""
+    earlier = _earlier_training(out)
+    if earlier is None:
+        return None
+    if not config.train.resume:
+        raise CotspecError(
+            f"--out {out} already holds {earlier}; pass train.resume=true to continue that run, or choose a new --out"
+        )
     saved = out / CONFIG_FILE
-    if checkpoint is not None:
-        if not config.train.resume:
+    if saved.is_file():
+        before, now = flatten(load_config(saved)), flatten(config)
+        changed = differing_keys(before, now)
+        if changed:
+            key = changed[0]
             raise CotspecError(
-                f"--out {out} already holds {Path(checkpoint).name}; pass train.resume=true to continue that run, "
-                "or choose a new --out"
+                f"--out {out} holds a run with {key}={before.get(key)!r}, now {now.get(key)!r}; "
+                "resume with the same settings or choose a new --out"
             )
-        if saved.is_file():
-            before, now = flatten(load_config(saved)), flatten(config)
-            changed = differing_keys(before, now)
-            if changed:
-                key = changed[0]
-                raise CotspecError(
-                    f"--out {out} holds a run with {key}={before.get(key)!r}, now {now.get(key)!r}; "
-                    "resume with the same settings or choose a new --out"
-                )
-    if is_main:
+    return newest_complete_checkpoint(out)
+
+
+def _earlier_training(out: Path) -> str | None:
+    """What an earlier run trained into `out`: its newest checkpoint (complete or not) or its summary."""
+    checkpoints = checkpoint_dirs(out)
+    if checkpoints:
+        return checkpoints[-1].name
+    return SUMMARY_FILE if (out / SUMMARY_FILE).is_file() else None
+
+
+def _finished_summary(config: DistillConfig, out: Path) -> dict[str, Any] | None:
+    """The stored summary when the run in `out` already trained as far as `config` asks, else None."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no finished run (or a summary nobody can read: the run completes and rewrites it)
+    if not isinstance(summary, dict) or not (out / MODEL_DIR / "config.json").is_file():
+        return None
+    steps, target = summary.get("steps"), target_steps(config.train, summary.get("steps_per_epoch"))
+    if not isinstance(steps, int) or target is None or steps < target:
+        return None
+    return summary
+
+
+def target_steps(train: TrainConfig, steps_per_epoch: int | None) -> int | None:
+    """The optimizer step a run stops at: train.max_steps, else train.epochs passes rounded up as the
+    Trainer rounds them; None when the epoch length is not known."""
+    if train.max_steps is not None:
+        return train.max_steps
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        return None
+    return math.ceil(train.epochs * steps_per_epoch)
+
+
+def _finished_line(config: DistillConfig, out: Path, steps: int) -> str:
+    train = config.train
+    limit = f"train.max_steps={train.max_steps}" if train.max_steps is not None else f"train.epochs={train.epochs:g}"
+    return (
+        f"--out {out}: training finished at step {steps} ({limit}); nothing to do. Raise train.max_steps or "
+        "train.epochs to train further, or choose a new --out"
+    )
+
+
+def _say_if_nothing_left_to_train(args: Any, checkpoint: Path, target: int | None) -> None:
+    """A run killed after its last checkpoint but before model/ was written: the Trainer resumes, trains
+    no step (`DistillTrainer.get_batch_samples`) and model/ is written from the checkpoint."""
+    step = checkpoint_step(checkpoint)
+    if step is not None and target is not None and step >= target:
+        _say(args, f"{checkpoint.name} is already at step {step}: writing {MODEL_DIR}/ from it, no training")
+
+
+def _prepare_run_dir(config: DistillConfig, out: Path) -> list[str]:
+    """Create `out`, clear what killed runs left there and write config.yaml (main process). Returns the
+    incomplete checkpoints removed."""
+    if out.exists() and not out.is_dir():
+        raise CotspecError(f"--out {out} is a file; give a directory for the training run")
+    _check_can_write_in(out, "--out", out)  # under a file, read-only media, no permission
+    with writing_output(out):
         out.mkdir(parents=True, exist_ok=True)
-        staged = saved.with_name(f".{CONFIG_FILE}.{os.getpid()}")
-        staged.write_text(to_yaml(config), encoding="utf-8")
-        os.replace(staged, saved)  # other processes may be reading the previous one
-    return checkpoint
+        removed = remove_leftovers(out)
+        write_text(out / CONFIG_FILE, to_yaml(config))
+    return removed
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -282,39 +369,47 @@ def _with_lora(config: DistillConfig, model: Any, is_seq2seq: bool) -> Any:
         raise CotspecError(f"lora.target_modules: {str(err).splitlines()[0]}") from None
 
 
-def _save_final(trainer: Any, config: DistillConfig, model_dir: Path) -> Path:
-    """The trained student as a plain save_pretrained directory (LoRA merged into the weights)."""
+def _save_final(trainer: Any, config: DistillConfig, out: Path) -> Path:
+    """The trained student as a plain save_pretrained directory (LoRA merged into the weights), written
+    to staging and renamed to <out>/model when complete."""
     if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         # Training is over: the optimizer state (2x the weights for AdamW) is not needed to save the
         # model, and dropping it first keeps the save from raising the run's peak memory.
         trainer.optimizer.state.clear()
         gc.collect()
+    is_main = trainer.args.process_index == 0
+    staging = staged(out, MODEL_DIR)
     if config.lora.enabled:
-        if trainer.args.process_index == 0:
+        if is_main:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(model_dir)
-            trainer.processing_class.save_pretrained(model_dir)
-        trainer.accelerator.wait_for_everyone()
+            merged.save_pretrained(staging)
+            trainer.processing_class.save_pretrained(staging)
     else:
-        trainer.save_model(str(model_dir))  # gathers FSDP / ZeRO-3 shards
-    if trainer.args.process_index == 0:
-        stale = model_dir / "training_args.bin"  # a pickle nobody needs in a model directory
-        stale.unlink(missing_ok=True)
+        trainer.save_model(str(staging))  # gathers FSDP / ZeRO-3 shards
+    trainer.accelerator.wait_for_everyone()
+    model_dir = out / MODEL_DIR
+    if is_main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody needs in a model directory
+        publish(staging, model_dir)
     return model_dir
 
 
 def _summary(
-    config: DistillConfig, out: Path, trainer: Any, result: Any, data: Any, manifest: dict, model_dir: Path, checkpoint: str | None
+    config: DistillConfig, out: Path, trainer: Any, result: Any, data: Any, manifest: dict, model_dir: Path, checkpoint: Path | None
 ) -> dict[str, Any]:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    resumed_at = checkpoint_step(checkpoint) if checkpoint is not None else None
+    # Resumed at its last step, the run trained nothing here: the Trainer's mean loss over no steps is 0.
+    ran_steps = trainer.state.global_step > (resumed_at or 0)
     speeds = [entry["tokens_per_second"] for entry in trainer.state.log_history if "tokens_per_second" in entry]
     return {
         "model": str(model_dir),
         "steps": trainer.state.global_step,
-        "resumed_from": checkpoint,
+        "steps_per_epoch": trainer.steps_per_epoch,  # how a re-run of an epoch-based run knows it is finished
+        "resumed_from": None if checkpoint is None else str(checkpoint),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "train_loss": result.training_loss,
+        "train_loss": result.training_loss if ran_steps else None,
         "tokens": next((e["tokens"] for e in reversed(trainer.state.log_history) if "tokens" in e), None),
         "tokens_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
         "runtime_seconds": result.metrics.get("train_runtime"),

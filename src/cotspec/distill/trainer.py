@@ -13,18 +13,24 @@ accumulation, checkpoints and resume, report_to). What changes:
   global batch is split into micro-batches and processes (1 process x 4 accumulation steps = 2 x 2).
 * **Order** (`_get_train_sampler`): `GroupedLengthSampler`, one format per optimizer step and rows of
   like length together.
+* **Checkpoints** (`_save_checkpoint`): written under `<out>/.staging` and renamed into place once
+  complete (`cotspec.distill.rundir`), so a kill never leaves a checkpoint a resume would trip on.
+* **Never past max_steps**: a run resumed at or past its last step trains no further (see
+  `get_batch_samples`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .config import LossConfig
 from .losses import (
@@ -34,6 +40,7 @@ from .losses import (
     topk_generalized_jsd,
     topk_reverse_kl,
 )
+from .rundir import STAGING_DIR, publish
 from .sampler import GroupedLengthSampler
 
 TEACHER_KEYS = ("cand_ids", "cand_logprobs", "soft")
@@ -185,6 +192,8 @@ class DistillTrainer(Trainer):
         group_by_length: bool = True,
         **kwargs: Any,
     ):
+        # Set while a checkpoint is written: the parent directory it goes to (see _save_checkpoint).
+        self._checkpoint_parent: Path | None = None
         super().__init__(*args, **kwargs)
         self.loss_config = loss_config
         self.is_seq2seq = is_seq2seq
@@ -210,12 +219,24 @@ class DistillTrainer(Trainer):
             group_by_length=self.group_by_length,
         )
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one pass over the rows (the sampler yields whole global batches)."""
+        args = self.args
+        global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return len(self._get_train_sampler()) // global_batch
+
     # --- loss ---------------------------------------------------------------------------------------
 
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
     ) -> tuple[list, torch.Tensor | None]:
         """The next optimizer step's micro-batches and its target-token count over all processes."""
+        if self.state.global_step >= self.state.max_steps:
+            # Resumed at (or past) the last step. When max_steps is not a whole number of epochs the
+            # Trainer resumes inside the last epoch and checks max_steps only after the next step, so it
+            # trained one step more on every re-run of a finished run. No batches: no step.
+            return [], None
         batches = []
         for _ in range(num_batches):
             try:
@@ -305,6 +326,43 @@ class DistillTrainer(Trainer):
             self._tokens_since_log = 0
             self._last_log_time = now
         super().log(logs, *args, **kwargs)
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, written under <out>/.staging and renamed into place when complete."""
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._checkpoint_parent = run_dir / STAGING_DIR
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_parent = None
+        self.accelerator.wait_for_everyone()  # every process's files are in (RNG states, FSDP/ZeRO shards)
+        if self.args.should_save:
+            publish(run_dir / STAGING_DIR / name, run_dir / name)
+            # The Trainer rotated among the staged checkpoints (only this one); rotate the real ones.
+            self._rotate_published_checkpoints(run_dir)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        # The Trainer writes a checkpoint to <this>/checkpoint-<step>: the staging directory while saving.
+        if self._checkpoint_parent is not None:
+            return str(self._checkpoint_parent)
+        return super()._get_output_dir(trial)
+
+    def _rotate_published_checkpoints(self, run_dir: Path) -> None:
+        try:
+            from transformers.trainer_utils import rotate_checkpoints
+        except ImportError:  # transformers < 5: a Trainer method
+            self._rotate_checkpoints(use_mtime=False, output_dir=str(run_dir))
+            return
+        # By step number, not modification time: a renamed directory's mtime is not when it was written.
+        rotate_checkpoints(
+            output_dir=str(run_dir),
+            save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=False,
+        )
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         # Throughput is measured from the start of training, not from construction.

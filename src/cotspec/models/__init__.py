@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .dtypes import cpu_has_native_bf16, resolve_device, resolve_dtype
-from .loading import LoadedModel, cache_dir, load_model, save_model
+from .loading import LoadedModel, cache_dir, check_model_reference, load_model, save_model
 from .presets import PRESETS, Preset
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "LoadedModel",
     "Preset",
     "cache_dir",
+    "check_model_reference",
     "cpu_has_native_bf16",
     "load_model",
     "resolve_device",

@@ -7,6 +7,11 @@ Resolution order for a reference:
 3. an existing ``save_pretrained`` directory (has ``config.json``);
 4. anything else is tried as a Hugging Face hub id (needs network or the local hub cache).
 
+A local reference that cannot be a model (not a GGUF file, a config.json that is not JSON or names an
+unknown architecture, no weights, no tokenizer) is refused by `check_model_reference` before anything
+is read in earnest, with one line naming the path and what is wrong; whatever else transformers cannot
+read in a local model becomes such a line too.
+
 Local references are loaded with ``local_files_only=True``, the per-call form of ``HF_HUB_OFFLINE=1``
 (the environment variable is read once when huggingface_hub is imported, so setting it here would be
 too late): a local model never waits on the network.
@@ -21,15 +26,20 @@ because the dequantized Q4_1 values are exact in float32 and would be rounded in
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -44,6 +54,16 @@ from .dtypes import resolve_device, resolve_dtype
 from .presets import PRESETS, preset_path
 
 logger = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+# A save_pretrained directory's weights: single-file or sharded safetensors / PyTorch, or PEFT adapters.
+WEIGHT_FILES = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json", "adapter_model*.bin"
+)
+# Any one of these lets AutoTokenizer build the tokenizer (save_pretrained always writes the first).
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "*.model", "vocab.json", "vocab.txt")
+# What transformers, tokenizers, safetensors and gguf raise on local files they cannot make sense of.
+UNREADABLE_MODEL_ERRORS = (OSError, ValueError, KeyError, struct.error, SafetensorError)
 
 
 @dataclass
@@ -108,7 +128,8 @@ def load_model(
         cache_dequantized: keep a dequantized copy of GGUF files in the user cache (see module doc).
 
     Raises:
-        CotspecError: unknown reference, missing preset package, or a directory that is not a model.
+        CotspecError: unknown reference, missing preset package, or a local file or directory that is not
+            a model (see `check_model_reference`) or that transformers cannot read.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -123,13 +144,17 @@ def load_model(
             logger.warning("cannot cache a dequantized copy of %s (%s); loading the GGUF file directly", gguf_path, exc)
     if cached is not None:
         source = str(cached)
-        model, tokenizer = _load_pretrained(source, torch_dtype, local)
+        with _readable(f"the dequantized copy {cached} of {gguf_path} (delete it to have it made again)"):
+            model, tokenizer = _load_pretrained(source, torch_dtype, local)
     elif gguf_path is not None:
         source = str(gguf_path)
-        model, tokenizer = _load_pretrained(str(gguf_path.parent), torch_dtype, {**local, "gguf_file": gguf_path.name})
+        with _readable(f"model file {gguf_path}"):
+            options = {**local, "gguf_file": gguf_path.name}
+            model, tokenizer = _load_pretrained(str(gguf_path.parent), torch_dtype, options)
     elif (directory := _local_directory(reference)) is not None:
         source = str(directory)
-        model, tokenizer = _load_pretrained(source, torch_dtype, local)
+        with _readable(f"model directory {directory}"):
+            model, tokenizer = _load_pretrained(source, torch_dtype, local)
     else:
         source = reference
         model, tokenizer = _load_from_hub(reference, torch_dtype, trust_remote_code)
@@ -165,7 +190,8 @@ def dequantized_copy(gguf_path: Path, *, trust_remote_code: bool = False) -> Pat
 
     logger.info("dequantizing %s once (cached in %s)", gguf_path.name, target)
     files = {"local_files_only": True, "gguf_file": gguf_path.name, "trust_remote_code": trust_remote_code}
-    model, tokenizer = _load_pretrained(str(gguf_path.parent), torch.float32, files)
+    with _readable(f"model file {gguf_path}"):  # an OSError escaping is the cache's, not the file's
+        model, tokenizer = _load_pretrained(str(gguf_path.parent), torch.float32, files)
     source = str(gguf_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the target and renamed into place: a crash or a concurrent first load never
@@ -193,21 +219,44 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("cotspec"))
 
 
+def check_model_reference(reference: str) -> None:
+    """Refuse a local reference that cannot be a model, without loading it (cheap: a few small reads).
+
+    Raises CotspecError naming the path and what is wrong: a missing path, a ``.gguf`` file that is not
+    GGUF, a directory whose config.json is not JSON or names an architecture transformers does not know,
+    or that has no weights or no tokenizer; a preset whose package is not installed. Hub ids pass.
+    """
+    if _local_gguf(reference) is None:
+        _local_directory(reference)
+
+
 def _local_gguf(reference: str) -> Path | None:
     if reference in PRESETS:
-        return preset_path(PRESETS[reference])
-    path = Path(reference).expanduser()
-    if reference.endswith(".gguf"):
+        path = preset_path(PRESETS[reference])
+    elif reference.endswith(".gguf"):
+        path = Path(reference).expanduser()
         if not path.is_file():
             raise CotspecError(f"model file {reference} does not exist")
-        return path
-    return None
+    else:
+        return None
+    _check_gguf_file(path)
+    return path
+
+
+def _check_gguf_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise CotspecError(
+                f"model file {path} is not a GGUF file (it does not start with the GGUF magic bytes); "
+                "replace it with a complete download, or give a save_pretrained directory"
+            )
 
 
 def _local_directory(reference: str) -> Path | None:
     path = Path(reference).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
+            _check_model_directory(path)
             return path
         ggufs = sorted(path.glob("*.gguf"))
         hint = f"; to load a GGUF file pass its path, e.g. {ggufs[0]}" if ggufs else ""
@@ -221,11 +270,68 @@ def _local_directory(reference: str) -> Path | None:
     return None
 
 
+def _check_model_directory(path: Path) -> None:
+    """The checks of `check_model_reference` on a directory that has a config.json."""
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise CotspecError(
+            f"{config_file} cannot be read as text ({_first_line(err)}); restore it from the model's source"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise CotspecError(
+            f"{config_file} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+            "restore it from the model's source"
+        ) from None
+    if not isinstance(config, dict):
+        raise CotspecError(f"{config_file} is not a JSON object; restore it from the model's source")
+    model_type = config.get("model_type")
+    if model_type is not None and not _known_model_type(model_type) and "auto_map" not in config:
+        raise CotspecError(
+            f"{config_file}: model_type {model_type!r} is not an architecture transformers "
+            f"{transformers.__version__} knows; fix model_type or upgrade transformers"
+        )
+    if not _has_any(path, WEIGHT_FILES):
+        raise CotspecError(
+            f"model directory {path} has no weights (no model.safetensors, pytorch_model.bin or sharded index); "
+            "save the model there with save_pretrained, or point at a complete model"
+        )
+    if not _has_any(path, TOKENIZER_FILES):
+        raise CotspecError(
+            f"model directory {path} has no tokenizer (no tokenizer_config.json or tokenizer.json); "
+            "save the tokenizer there with tokenizer.save_pretrained"
+        )
+
+
+def _known_model_type(model_type: object) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING
+
+
+def _has_any(directory: Path, patterns: tuple[str, ...]) -> bool:
+    return any(next(directory.glob(pattern), None) is not None for pattern in patterns)
+
+
+@contextmanager
+def _readable(what: str) -> Iterator[None]:
+    """What transformers cannot read in a local model becomes one line naming `what`, not a traceback."""
+    try:
+        yield
+    except UNREADABLE_MODEL_ERRORS as exc:
+        raise CotspecError(f"{what} cannot be loaded: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def _load_from_hub(reference: str, dtype: torch.dtype, trust_remote_code: bool) -> tuple:
     try:
         return _load_pretrained(reference, dtype, {"trust_remote_code": trust_remote_code})
     except (OSError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = _first_line(exc)
         presets = ", ".join(PRESETS)
         raise CotspecError(
             f"unknown model '{reference}': not a preset ({presets}), not an existing .gguf file or "
