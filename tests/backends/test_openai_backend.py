@@ -10,8 +10,8 @@ import httpx
 import pytest
 from support.fault_proxy import FAULT_KINDS
 
-from cotspec.backends.base import SamplingParams
-from cotspec.backends.openai_backend import OpenAIBackend, OpenAIConfig, SampleRequest
+from cotspec.backends import SampleRequest, SamplingParams
+from cotspec.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from cotspec.errors import CotspecError
 from cotspec.teacher.server import free_port
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from support.tiny_models import ascii_tokenizer, single_torch_thread, tiny_llama, tiny_t5  # noqa: F401
 
-from cotspec.backends import SamplingParams, get_backend_class
+from cotspec.backends import SampleRequest, SamplingParams, get_backend_class
 from cotspec.backends.transformers_backend import TransformersBackend
 from cotspec.errors import CotspecError
 from cotspec.models import LoadedModel
@@ -145,6 +145,35 @@ def test_sampling_is_reproducible_per_seed_and_independent_of_batching(llama):
     assert first == texts(7, 123), "a row's sample must not depend on its batch"
     assert first != texts(4, 124)
     assert any(len(set(samples)) > 1 for samples in first.values()), "n samples should differ"
+
+
+def test_generate_requests_draws_each_sample_from_its_seed_prompt_and_sample_id_alone(llama):
+    """The teacher sampler's entry point: sample k of a prompt is the same draw whichever other requests,
+    sample ids and batch boundaries share its call, so a resumed run reproduces or extends a full one."""
+    params = SamplingParams(max_new_tokens=10, temperature=1.5, seed=7)
+
+    def texts(requests, batch_size: int = 4) -> dict:
+        results = list(TransformersBackend(llama, batch_size=batch_size).generate_requests(requests, params))
+        assert len(results) == len({(r.key, r.sample_id) for r in results}), "a sample yielded twice"
+        return {(r.key, r.sample_id): r.completion.text for r in results}
+
+    full = texts([SampleRequest(i, prompt, (0, 1, 2, 3)) for i, prompt in enumerate(PROMPTS)])
+    assert set(full) == {(i, k) for i in range(len(PROMPTS)) for k in range(4)}
+    assert texts([SampleRequest("alone", PROMPTS[3], (2,))], batch_size=1) == {("alone", 2): full[3, 2]}
+    resumed = texts([SampleRequest(0, PROMPTS[0], (3, 1)), SampleRequest(4, PROMPTS[4], (2,))], batch_size=2)
+    assert resumed == {(0, 3): full[0, 3], (0, 1): full[0, 1], (4, 2): full[4, 2]}
+    assert all(len({full[i, k] for k in range(4)}) > 1 for i in (0, 3)), "sample ids must be distinct draws"
+    # generate() is the same draws: its k-th completion of a prompt is sample id k.
+    generated = run(TransformersBackend(llama, batch_size=3), PROMPTS, replace(params, n=4))
+    assert {(i, k): c.text for i, cs in generated.items() for k, c in enumerate(cs)} == full
+
+
+def test_greedy_requests_decode_once_and_copy_to_every_sample_id(llama):
+    backend = TransformersBackend(llama)
+    results = list(backend.generate_requests([SampleRequest("q", PROMPTS[0], (4, 9))], SamplingParams(max_new_tokens=5)))
+    assert sorted(r.sample_id for r in results) == [4, 9]
+    assert results[0].completion.text == results[1].completion.text
+    assert results[0].completion is not results[1].completion
 
 
 def test_greedy_n_copies_one_decode(llama):

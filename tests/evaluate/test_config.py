@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from cotspec.backends import BackendSettings
 from cotspec.errors import CotspecError
 from cotspec.evaluate.config import EvalConfig
 from cotspec.fieldhelp import field_docs
@@ -22,7 +23,6 @@ def make(**overrides):
         ({"max_new_tokens": 0}, "--max-new-tokens"),
         ({"concurrency": 0}, "--concurrency"),
         ({"backend": "vllm"}, "--backend"),
-        ({"backend": "openai"}, "--base-url"),
         ({"dtype": "fp8"}, "--dtype"),
         ({"tasks": ()}, "--tasks"),
         ({"self_consistency": 5, "sc_temperature": 0.0}, "--sc-temperature"),
@@ -31,6 +31,16 @@ def make(**overrides):
 def test_bad_values_name_their_flag(overrides, flag):
     with pytest.raises(CotspecError, match=flag):
         make(**overrides)
+
+
+def test_backend_names_come_from_the_registry_and_settings_from_the_flags():
+    # A served model's missing --base-url is the backend's to refuse, when it is built (tests/backends).
+    config = make(backend="openai", base_urls=("http://a/v1",), api_key_env="K", concurrency=2, batch_size=3)
+    assert config.backend_settings == BackendSettings(
+        model="m", base_urls=("http://a/v1",), api_key_env="K", concurrency=2, batch_size=3
+    )
+    with pytest.raises(CotspecError, match="unknown backend 'vllm'; choose one of openai, transformers"):
+        make(backend="vllm")
 
 
 def test_identity_ignores_what_may_change_between_resumes():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cotspec.align.pieces import TokenStyle, piece_bytes
-from cotspec.backends.base import Completion
+from cotspec.backends.base import Completion, RequestsFromGenerate
 from cotspec.errors import CotspecError
 from cotspec.store import SampleStore
 from cotspec.tasks import PromptSpec, get_task, gsm8k_dev_ids
@@ -198,9 +198,9 @@ def test_a_store_from_another_temperature_is_refused_before_any_request(tmp_path
     assert _completions_calls(proxy) == calls
 
 
-class _ProtocolOnly:
-    """The real OpenAI backend seen through the bare `Backend` protocol (no `generate_requests`), as the
-    transformers backend is: the sampler must then group questions by how many chains each is missing."""
+class _GenerateOnly(RequestsFromGenerate):
+    """The real OpenAI backend seen through `generate` alone, as a backend without a native
+    `generate_requests` is: the default adapter then makes one call per missing chain index."""
 
     def __init__(self, inner):
         self._inner = inner
@@ -215,14 +215,14 @@ class _ProtocolOnly:
         self._inner.close()
 
 
-def test_backends_without_per_sample_requests_get_one_call_per_missing_count(
+def test_backends_with_only_generate_get_one_call_per_missing_chain_index(
     tmp_path, data_dir, llama_server, fault_proxy
 ):
     proxy = fault_proxy(llama_server.base_url.removesuffix("/v1"), fault_rate=0.0)
-    made: list[_ProtocolOnly] = []
+    made: list[_GenerateOnly] = []
 
     def make(config):
-        made.append(_ProtocolOnly(make_teacher_backend(config)))
+        made.append(_GenerateOnly(make_teacher_backend(config)))
         return made[-1]
 
     def config(n: int, limit: int) -> SampleConfig:
@@ -231,10 +231,40 @@ def test_backends_without_per_sample_requests_get_one_call_per_missing_count(
     run_sampling(config(n=1, limit=1), make)
     report = run_sampling(config(n=2, limit=2), make)
     assert report.written == 3
-    # Question 0 misses one chain (index 1), question 1 misses two: one call per count.
-    assert made[-1].calls == [(1, 1), (1, 2)]
+    # Question 0 misses chain 1, question 1 misses chains 0 and 1: chain 0 for one prompt, chain 1 for two.
+    assert made[-1].calls == [(1, 1), (2, 1)]
+    assert _completions_calls(proxy) == 1 + 3
     with SampleStore.open(tmp_path / "run.db") as store:
         assert sorted((s.question_id, s.sample_index) for s in store.iter_samples(with_topk=False)) == [
             ("gsm8k/train/0", 0), ("gsm8k/train/0", 1), ("gsm8k/train/1", 0), ("gsm8k/train/1", 1),
         ]  # fmt: skip
         assert store.check_integrity() == 4
+
+
+class _SeedEcho(RequestsFromGenerate):
+    """A teacher whose chain is a function of its call's seed and the prompt's position: the same seed
+    would give the same chain again. A fake, because the property under test is the seeds the sampler
+    and the default adapter hand out, not what a model makes of them."""
+
+    name = "seed-echo"
+
+    def generate(self, prompts, params, on_tokens=None):
+        for index in range(len(prompts)):
+            text = f"draw {params.seed}/{index}\nThe answer is 5\n"
+            yield index, [Completion(text=text, finish_reason="stop", prompt_tokens=9, completion_tokens=4)]
+
+    def close(self):
+        pass
+
+
+def test_a_resumed_run_with_the_same_seed_draws_new_chains(tmp_path, data_dir):
+    def run(n: int):
+        return run_sampling(_config(tmp_path, data_dir=data_dir, n=n, limit=2, seed=7), lambda config: _SeedEcho())
+
+    assert run(2).written == 4
+    assert run(4).written == 4
+    with SampleStore.open(tmp_path / "run.db") as store:
+        texts: dict[str, set[str]] = {}
+        for sample in store.iter_samples(with_topk=False):
+            texts.setdefault(sample.question_id, set()).add(sample.text)
+    assert {qid: len(chains) for qid, chains in texts.items()} == {"gsm8k/train/0": 4, "gsm8k/train/1": 4}

@@ -1,7 +1,8 @@
-"""Generation backends, by name.
+"""Generation backends, by name: the one place that knows which backends exist and how to build them.
 
 Backends are imported on first use: asking for the OpenAI-compatible client must not import torch.
-Adding a backend is one entry in `BACKENDS`.
+Adding a backend is one entry in `BACKENDS` naming a class with a ``from_settings`` classmethod;
+`cotspec eval --backend NAME` and `cotspec sample` then build it through `create_backend`.
 """
 
 from __future__ import annotations
@@ -9,24 +10,56 @@ from __future__ import annotations
 import importlib
 
 from ..errors import CotspecError
-from .base import Backend, Completion, ProgressCallback, SamplingParams
+from .base import (
+    Backend,
+    BackendSettings,
+    Completion,
+    ProgressCallback,
+    RegisteredBackend,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    sample_seed,
+)
 
 BACKENDS: dict[str, str] = {
     "transformers": "cotspec.backends.transformers_backend:TransformersBackend",
     "openai": "cotspec.backends.openai_backend:OpenAIBackend",
 }
-"""Backend name -> ``module:Class`` implementing the `Backend` protocol."""
+"""Backend name -> ``module:Class`` implementing `RegisteredBackend` (and its instances `Backend`)."""
 
 
-def get_backend_class(name: str) -> type:
-    """The class registered as `name`; CotspecError listing the known names otherwise."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
+def check_backend_name(name: str) -> None:
+    """CotspecError listing the known names unless `name` is registered; imports nothing."""
+    if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
-        raise CotspecError(f"--backend: unknown backend '{name}'; choose one of {known}") from None
-    module_name, class_name = target.split(":")
+        raise CotspecError(f"--backend: unknown backend '{name}'; choose one of {known}")
+
+
+def get_backend_class(name: str) -> RegisteredBackend:
+    """The class registered as `name` (its module imported now); CotspecError for an unknown name."""
+    check_backend_name(name)
+    module_name, class_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["BACKENDS", "Backend", "Completion", "ProgressCallback", "SamplingParams", "get_backend_class"]
+def create_backend(name: str, settings: BackendSettings) -> Backend:
+    """A ready backend: the class registered as `name`, built from `settings` (models load, URLs checked)."""
+    return get_backend_class(name).from_settings(settings)
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSettings",
+    "Completion",
+    "ProgressCallback",
+    "RegisteredBackend",
+    "SampleRequest",
+    "SampleResult",
+    "SamplingParams",
+    "check_backend_name",
+    "create_backend",
+    "get_backend_class",
+    "sample_seed",
+]

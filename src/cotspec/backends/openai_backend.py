@@ -3,17 +3,17 @@
 Works unchanged against vLLM, llama.cpp's server (``cotspec serve-teacher``), ``transformers serve``
 and hosted APIs, over the completions API (default) or chat completions (``api="chat"``).
 
-Two ways in
------------
-``generate(prompts, params)`` is the `Backend` protocol: yields ``(prompt index, params.n completions)``
-once all n samples of a prompt are in.
-
-``generate_requests(requests, params)`` is the lower-level API the teacher sampler uses to resume: each
+Two ways in (the `Backend` protocol)
+------------------------------------
+``generate_requests(requests, params)`` is the native one, which the teacher sampler uses to resume: each
 `SampleRequest` names a caller-chosen ``key`` (a question id), its prompt, and the ``sample_ids`` still
 missing (e.g. ``(17, 18, ..., 39)`` when 17 of 40 samples are already stored). It yields one
 `SampleResult(key, sample_id, completion)` per sample *as soon as the HTTP response carrying it
 arrives*, so the caller can persist each sample before the next one lands: a run killed at any point
 loses only the requests in flight, and a restart asks for exactly the samples that are still missing.
+
+``generate(prompts, params)`` is built on it (`GenerateFromRequests`): it yields ``(prompt index,
+params.n completions)`` once all n samples of a prompt are in.
 
 How requests are sent
 ---------------------
@@ -21,8 +21,8 @@ How requests are sent
   servers ignore ``n`` (llama.cpp's server always returns one choice): when a response has fewer
   choices than asked, the ones received are kept and the rest are sent as one request per sample,
   for the rest of the run.
-- Seeds: with ``params.seed`` set, each HTTP request carries a seed derived from (seed, prompt, first
-  sample id), so a sample is reproducible however the run was split or resumed. Without one, sampled
+- Seeds: with ``params.seed`` set, each HTTP request carries ``sample_seed(seed, prompt, first sample
+  id)``, so a sample is reproducible however the run was split or resumed. Without one, sampled
   (temperature > 0) requests carry a fresh random seed: servers such as llama.cpp's otherwise derive
   per-request seeds from a fixed default, and two servers of a fleet would return identical samples.
   A retry resends the same body, seed included.
@@ -44,21 +44,29 @@ synchronous iterators fed from it through a queue, and closing them early cancel
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import queue
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..errors import CotspecError
-from .base import Completion, ProgressCallback, SamplingParams
+from .base import (
+    SEED_MODULUS,
+    BackendSettings,
+    GenerateFromRequests,
+    ProgressCallback,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    sample_seed,
+)
 from .fleet import Endpoint, EndpointPool
 from .openai_wire import API_PATHS, MalformedResponse, build_payload, first_model_id, parse_choices
 from .retry import TransientHTTPError, WaitForServer, is_retryable_status, parse_retry_after
@@ -144,28 +152,6 @@ def _normalize_base_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class SampleRequest:
-    """Samples wanted for one prompt."""
-
-    key: Hashable
-    """The caller's id for the prompt (e.g. a question id); results carry it back."""
-    prompt: str
-    sample_ids: tuple[int, ...]
-    """Which samples of this prompt to generate, e.g. the ones missing from a store."""
-
-    def __post_init__(self) -> None:
-        if not self.sample_ids or len(set(self.sample_ids)) != len(self.sample_ids):
-            raise ValueError(f"sample_ids of {self.key!r} must be non-empty and distinct")
-
-
-@dataclass(frozen=True)
-class SampleResult:
-    key: Hashable
-    sample_id: int
-    completion: Completion
-
-
-@dataclass(frozen=True)
 class _Work:
     """One HTTP request's worth of samples: `sample_ids` of `request`, with the seed it carries."""
 
@@ -174,17 +160,11 @@ class _Work:
     seed: int | None
 
 
-def derive_seed(seed: int, prompt: str, sample_id: int) -> int:
-    """A 31-bit seed for (run seed, prompt, sample id): stable across runs and resumptions."""
-    digest = hashlib.blake2b(f"{seed}\0{sample_id}\0{prompt}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % (2**31 - 1)
-
-
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-class OpenAIBackend:
+class OpenAIBackend(GenerateFromRequests):
     """`Backend` over OpenAI-compatible HTTP servers; see the module docstring."""
 
     def __init__(self, config: OpenAIConfig):
@@ -200,6 +180,13 @@ class OpenAIBackend:
         """Build from CLI-style values: ``base_url`` may be comma-separated; options are `OpenAIConfig` fields."""
         urls = (base_url,) if isinstance(base_url, str) else tuple(base_url)
         return cls(OpenAIConfig(base_urls=urls, model=model, **options))
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> OpenAIBackend:
+        """The registry's constructor: the server fleet, model, key variable and concurrency of `settings`."""
+        return cls.from_options(
+            settings.base_urls, model=settings.model, api_key_env=settings.api_key_env, concurrency=settings.concurrency
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(base_urls={list(self.config.base_urls)}, model={self._model!r}, api={self.config.api!r})"
@@ -218,22 +205,7 @@ class OpenAIBackend:
         """False once a server answered a request for n > 1 samples with fewer."""
         return self._n_supported
 
-    # -- public, synchronous -------------------------------------------------------------------
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        params: SamplingParams,
-        on_tokens: ProgressCallback | None = None,
-    ) -> Iterator[tuple[int, list[Completion]]]:
-        requests = [SampleRequest(i, p, tuple(range(params.n))) for i, p in enumerate(prompts)]
-        received: dict[int, dict[int, Completion]] = {}
-        for result in self.generate_requests(requests, params, on_tokens):
-            got = received.setdefault(result.key, {})  # type: ignore[arg-type]
-            got[result.sample_id] = result.completion
-            if len(got) == params.n:
-                del received[result.key]  # type: ignore[arg-type]
-                yield result.key, [got[i] for i in range(params.n)]  # type: ignore[misc]
+    # -- public, synchronous (`generate` comes from GenerateFromRequests) ------------------------
 
     def generate_requests(
         self,
@@ -271,9 +243,9 @@ class OpenAIBackend:
 
     def _work(self, request: SampleRequest, sample_ids: tuple[int, ...], params: SamplingParams) -> _Work:
         if params.seed is not None:
-            seed: int | None = derive_seed(params.seed, request.prompt, sample_ids[0])
+            seed: int | None = sample_seed(params.seed, request.prompt, sample_ids[0])
         elif not params.greedy:
-            seed = self._random.randrange(2**31 - 1)
+            seed = self._random.randrange(SEED_MODULUS)
         else:
             seed = None
         return _Work(request, sample_ids, seed)

@@ -17,25 +17,36 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import math
-from typing import Iterator, Sequence
+import random
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
 from ..errors import CotspecError
 from ..models import LoadedModel, load_model
-from .base import Completion, ProgressCallback, SamplingParams
+from .base import (
+    SEED_MODULUS,
+    BackendSettings,
+    Completion,
+    GenerateFromRequests,
+    ProgressCallback,
+    SampleRequest,
+    SampleResult,
+    SamplingParams,
+    sample_seed,
+)
 from .decoding import DecodeOptions, RowResult, decode_batch
 from .stopping import tokens_covering
 
 
-class TransformersBackend:
+class TransformersBackend(GenerateFromRequests):
     """Generates with a model loaded by `cotspec.models.load_model`.
 
-    Rows (prompt x sample) are sorted longest prompt first, so an out-of-memory error shows on the
-    first batch and rows of similar length share a batch (little padding). Greedy decoding with
-    ``n > 1`` decodes once and copies: the samples would be identical.
+    ``generate_requests`` is native; ``generate`` comes from `GenerateFromRequests`. Rows (prompt x
+    sample id) are sorted longest prompt first, so an out-of-memory error shows on the first batch and
+    rows of similar length share a batch (little padding; the rows of one prompt share its prefill).
+    Greedy decoding with several sample ids decodes once and copies: the samples would be identical.
     """
 
     name = "transformers"
@@ -59,6 +70,7 @@ class TransformersBackend:
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         )
         self._token_strings: dict[int, str] = {}
+        self._random = random.SystemRandom()
 
     @classmethod
     def from_model(
@@ -74,29 +86,53 @@ class TransformersBackend:
         loaded = load_model(reference, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return cls(loaded, batch_size=batch_size)
 
-    def generate(
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> TransformersBackend:
+        """The registry's constructor: load ``settings.model`` with its dtype, remote-code permission and
+        batch size."""
+        if not settings.model:
+            raise CotspecError("the transformers backend needs a model to load: pass --model (or --teacher)")
+        return cls.from_model(
+            settings.model,
+            dtype=settings.dtype,
+            trust_remote_code=settings.trust_remote_code,
+            batch_size=settings.batch_size,
+        )
+
+    def generate_requests(
         self,
-        prompts: Sequence[str],
+        requests: Iterable[SampleRequest],
         params: SamplingParams,
         on_tokens: ProgressCallback | None = None,
-    ) -> Iterator[tuple[int, list[Completion]]]:
-        """Yield (prompt index, its `params.n` completions) as soon as all of a prompt's rows finish."""
-        if not prompts:
+    ) -> Iterator[SampleResult]:
+        """Yield one `SampleResult` per requested (key, sample id), each as soon as its batch finishes.
+
+        A row is one (request, sample id); when sampling, it is decoded with its own generator seeded by
+        ``sample_seed(seed, prompt, sample_id)`` (seed: ``params.seed``, else one random seed per call),
+        so a sample does not depend on which other rows share its batch or its call.
+        """
+        requests = list(requests)
+        if not requests:
             return
-        prompt_ids = self._tokenize(prompts)
-        samples = 1 if params.greedy else params.n
-        longest_first = sorted(range(len(prompts)), key=lambda index: -len(prompt_ids[index]))
-        rows = [(index, sample) for index in longest_first for sample in range(samples)]
-        base_seed = params.seed if params.seed is not None else int(torch.randint(2**62, ()).item())
+        prompt_ids = self._tokenize([request.prompt for request in requests])
+        longest_first = sorted(range(len(requests)), key=lambda index: -len(prompt_ids[index]))
+        # Greedy samples would be identical: decode one row per request and copy it to every sample id.
+        rows = [
+            (index, sample_id)
+            for index in longest_first
+            for sample_id in (requests[index].sample_ids[:1] if params.greedy else requests[index].sample_ids)
+        ]
+        run_seed = params.seed if params.seed is not None else self._random.randrange(SEED_MODULUS)
 
         # Equal-sized batches: 50 rows at --batch-size 16 run as 13+13+13+11, not 16+16+16+2 (a batch
         # of 2 costs nearly as many decoding steps as a batch of 16 for an eighth of the tokens).
         batches = math.ceil(len(rows) / self.batch_size)
         size = math.ceil(len(rows) / batches)
-        finished: dict[int, list[Completion]] = {}
         for start in range(0, len(rows), size):
             batch = rows[start : start + size]
-            seeds = None if params.greedy else [_row_seed(base_seed, index, sample) for index, sample in batch]
+            seeds = None
+            if not params.greedy:
+                seeds = [sample_seed(run_seed, requests[index].prompt, sample_id) for index, sample_id in batch]
             # Inference mode only around the model calls: a generator must not leak it to the caller.
             with torch.inference_mode():
                 results = decode_batch(
@@ -108,12 +144,13 @@ class TransformersBackend:
                     seeds=seeds,
                     on_tokens=on_tokens,
                 )
-            for (index, _), result in zip(batch, results):
-                done = finished.setdefault(index, [])
-                done.append(self._completion(result, len(prompt_ids[index]), params))
-                if len(done) == samples:
-                    del finished[index]
-                    yield index, done + [copy.deepcopy(done[0]) for _ in range(params.n - samples)]
+            for (index, sample_id), result in zip(batch, results):
+                request = requests[index]
+                completion = self._completion(result, len(prompt_ids[index]), params)
+                yield SampleResult(request.key, sample_id, completion)
+                if params.greedy:
+                    for copied_id in request.sample_ids[1:]:  # independent objects, safe to mutate
+                        yield SampleResult(request.key, copied_id, copy.deepcopy(completion))
 
     def close(self) -> None:
         """Drop this backend's reference to the model; its memory is freed once the caller's go too."""
@@ -164,8 +201,3 @@ class TransformersBackend:
             text = self._token_strings[token_id] = self.loaded.tokenizer.decode([token_id])
         return text
 
-
-def _row_seed(base_seed: int, prompt_index: int, sample: int) -> int:
-    """A seed per (prompt, sample): a row's sample does not depend on batch composition or order."""
-    digest = hashlib.blake2b(f"{base_seed}/{prompt_index}/{sample}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1

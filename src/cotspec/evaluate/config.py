@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..backends import BackendSettings, check_backend_name
 from ..errors import CotspecError
 from ..tasks.base import Mode, PromptSpec
 
@@ -75,12 +76,22 @@ class EvalConfig:
             raise CotspecError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.shots is not None and self.shots < 0:
             raise CotspecError(f"--shots must be >= 0, got {self.shots}")
-        if self.backend not in ("transformers", "openai"):
-            raise CotspecError(f"--backend must be 'transformers' or 'openai', got {self.backend!r}")
-        if self.backend == "openai" and not self.base_urls:
-            raise CotspecError("--backend openai needs --base-url (e.g. --base-url http://127.0.0.1:8000/v1)")
+        check_backend_name(self.backend)
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise CotspecError(f"--dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
+
+    @property
+    def backend_settings(self) -> BackendSettings:
+        """The flags `cotspec.backends.create_backend` builds the `backend` from; it checks them."""
+        return BackendSettings(
+            model=self.model,
+            base_urls=self.base_urls,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            trust_remote_code=self.trust_remote_code,
+        )
 
     @property
     def prompt_spec(self) -> PromptSpec:

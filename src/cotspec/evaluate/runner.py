@@ -19,7 +19,7 @@ from typing import Callable
 
 from rich.progress import TextColumn
 
-from ..backends.base import Backend, Completion, SamplingParams
+from ..backends import Backend, Completion, SamplingParams, create_backend
 from ..errors import CotspecError
 from ..progress import make_progress
 from ..tasks import resolve_data_dir, resolve_tasks
@@ -42,7 +42,13 @@ class _Pending:
     prompt: str
 
 
-def run_eval(config: EvalConfig, make_backend: BackendFactory) -> dict:
+def build_backend(config: EvalConfig) -> Backend:
+    """The backend `config` names (--backend), built through the registry: loads the model in-process
+    or checks the server settings."""
+    return create_backend(config.backend, config.backend_settings)
+
+
+def run_eval(config: EvalConfig, make_backend: BackendFactory = build_backend) -> dict:
     """Evaluate `config.model` on `config.tasks`, writing predictions and summary.json under `config.out`.
 
     Every input is checked before anything is written: the run directory is claimed (run.json) only once

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends.base import BackendSettings
 from ..errors import CotspecError
 
 PAPER_EXEMPLARS = {"gsm8k": ("complex", 8)}
@@ -95,6 +96,24 @@ class SampleConfig:
             raise CotspecError(f"--dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
         if "\n" in self.answer_marker:
             raise CotspecError("--answer-marker must fit on one line")
+
+    @property
+    def backend(self) -> str:
+        """The registered backend that samples: ``openai`` for --base-url servers, ``transformers`` for
+        an in-process --teacher."""
+        return "openai" if self.base_urls else "transformers"
+
+    @property
+    def backend_settings(self) -> BackendSettings:
+        """The flags `cotspec.backends.create_backend` builds the teacher's backend from."""
+        return BackendSettings(
+            model=self.teacher or self.model,  # one of the two is set (checked above)
+            base_urls=self.base_urls,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+        )
 
     @property
     def exemplar_choice(self) -> tuple[str | None, int | None]:

@@ -25,12 +25,12 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection
 
 from rich.progress import TextColumn
 
 from ..align.pieces import TokenStyle, piece_bytes
-from ..backends.base import Backend, Completion, SamplingParams
+from ..backends import Backend, Completion, SampleRequest, SamplingParams, create_backend
 from ..errors import CotspecError
 from ..progress import make_progress
 from ..store import RunConfig, SampleRow, SampleStore
@@ -130,75 +130,27 @@ def select_questions(
 # ---- streaming completions into the store ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Pending:
-    example: Example
-    prompt: str
-    sample_indices: tuple[int, ...]
-
-
-def _stream(
-    backend: Backend, pending: Sequence[_Pending], params: SamplingParams
-) -> Iterator[tuple[_Pending, list[tuple[int, Completion]]]]:
-    """(question, [(sample index, completion), ...]) as soon as each batch of completions exists.
-
-    Backends with `generate_requests` return every chain as its own response arrives and ask only for the
-    missing indices; others get one `generate` call per distinct number of missing chains.
-    """
-    by_id = {p.example.id: p for p in pending}
-    if hasattr(backend, "generate_requests"):
-        from ..backends.openai_backend import SampleRequest
-
-        requests = [SampleRequest(p.example.id, p.prompt, p.sample_indices) for p in pending]
-        for result in backend.generate_requests(requests, params):  # type: ignore[attr-defined]
-            yield by_id[result.key], [(result.sample_id, result.completion)]
-        return
-    groups: dict[int, list[_Pending]] = defaultdict(list)
-    for p in pending:
-        groups[len(p.sample_indices)].append(p)
-    for count, group in sorted(groups.items()):
-        call = replace(params, n=count, seed=_call_seed(params.seed, group))
-        for index, completions in backend.generate([p.prompt for p in group], call):
-            item = group[index]
-            yield item, list(zip(item.sample_indices, completions))
-
-
-def _call_seed(seed: int | None, group: Sequence[_Pending]) -> int | None:
-    """The seed of one `generate` call: --seed mixed with which chains the call draws.
-
-    Such backends seed rows by (call seed, prompt position, row), which knows nothing of chain indices: a
-    resumed run passing --seed unchanged would draw the very chains already stored (same prompt at the
-    same position, same seed). Mixing in the question ids and chain indices keeps every chain's seed
-    distinct and still reproducible for the same store state.
-    """
-    if seed is None:
-        return None
-    key = "\0".join(f"{p.example.id}:{','.join(map(str, p.sample_indices))}" for p in group)
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 2
-
-
 def _row(
-    item: _Pending, sample_index: int, completion: Completion, task: Task, run_id: int, marker: str
+    example: Example, prompt: str, sample_index: int, completion: Completion, task: Task, run_id: int, marker: str
 ) -> SampleRow:
     generated = completion.completion_tokens
     cut = cut_after_answer_line(completion, marker)
     tokens, top = cut.tokens, cut.top_logprobs
     if tokens is not None and (top is None or len(top) != len(tokens)):
         logger.warning(
-            "%s#%d: tokens and top-k disagree in length; storing it without logprobs", item.example.id, sample_index
+            "%s#%d: tokens and top-k disagree in length; storing it without logprobs", example.id, sample_index
         )
         tokens = top = None
     extracted = task.extract(cut.text)
     return SampleRow(
-        question_id=item.example.id,
+        question_id=example.id,
         sample_index=sample_index,
         run_id=run_id,
-        prompt_sha256=sha256(item.prompt),
+        prompt_sha256=sha256(prompt),
         text=cut.text,
         finish_reason=cut.finish_reason,
         extracted=extracted,
-        correct=bool(task.is_correct(extracted, item.example.answer)),
+        correct=bool(task.is_correct(extracted, example.answer)),
         prompt_tokens=cut.prompt_tokens,
         completion_tokens=len(tokens) if tokens is not None else cut.completion_tokens,
         generated_tokens=max(generated, len(tokens) if tokens is not None else 0),
@@ -219,8 +171,21 @@ class SamplingReport:
     seconds: float
 
 
-def run_sampling(config: SampleConfig, make_backend: Callable[[SampleConfig], Backend]) -> SamplingReport:
-    """Sample the missing chains of `config` into its store; see the module docstring."""
+def make_teacher_backend(config: SampleConfig) -> Backend:
+    """The teacher `config` names, built through the backend registry (servers with --base-url,
+    transformers in-process with --teacher)."""
+    return create_backend(config.backend, config.backend_settings)
+
+
+def run_sampling(
+    config: SampleConfig, make_backend: Callable[[SampleConfig], Backend] = make_teacher_backend
+) -> SamplingReport:
+    """Sample the missing chains of `config` into its store; see the module docstring.
+
+    The backend is asked for exactly the missing (question, chain index) pairs, chain indices as sample
+    ids: with --seed, each chain's seed derives from the seed, its prompt and its index
+    (`cotspec.backends.sample_seed`), so a resumed run draws new chains, never the stored ones again.
+    """
     from ..tasks import get_task, gsm8k_dev_ids, resolve_data_dir
 
     task = get_task(config.task)
@@ -264,7 +229,8 @@ def run_sampling(config: SampleConfig, make_backend: Callable[[SampleConfig], Ba
         indices: dict[str, list[int]] = defaultdict(list)
         for qid, index in missing:
             indices[qid].append(index)
-        pending = [_Pending(ex, prompter(ex), tuple(indices[ex.id])) for ex in examples if ex.id in indices]
+        questions = {ex.id: ex for ex in examples}
+        requests = {qid: SampleRequest(qid, prompter(questions[qid]), tuple(ids)) for qid, ids in indices.items()}
         written = correct = 0
         started = time.monotonic()
         backend = make_backend(config)
@@ -274,13 +240,13 @@ def run_sampling(config: SampleConfig, make_backend: Callable[[SampleConfig], Ba
         try:
             with progress:
                 bar = progress.add_task(f"sampling {task.name}/{config.split}", total=len(missing), rate=0.0, correct=0)
-                for item, completions in _stream(backend, pending, params):
-                    rows = [_row(item, i, c, task, run_id, config.answer_marker) for i, c in completions]
-                    new = store.add_many(rows)
-                    written += new
-                    correct += sum(r.correct for r in rows)
+                for result in backend.generate_requests(requests.values(), params):
+                    question, prompt = questions[result.key], requests[result.key].prompt
+                    row = _row(question, prompt, result.sample_id, result.completion, task, run_id, config.answer_marker)
+                    written += store.add(row)
+                    correct += row.correct
                     elapsed = max(time.monotonic() - started, 1e-9)
-                    progress.update(bar, advance=len(rows), rate=written / elapsed, correct=correct)
+                    progress.update(bar, advance=1, rate=written / elapsed, correct=correct)
         except CotspecError as err:
             # Every chain that arrived is committed: say so, so nobody fears for (or deletes) the store.
             stored = wanted - len(missing) + written
@@ -292,16 +258,3 @@ def run_sampling(config: SampleConfig, make_backend: Callable[[SampleConfig], Ba
             backend.close()
         return SamplingReport(**report, written=written, written_correct=correct, seconds=time.monotonic() - started)
 
-
-def make_teacher_backend(config: SampleConfig) -> Backend:
-    """The backend `config` names: OpenAI-compatible server(s) with --base-url, transformers with --teacher."""
-    if config.base_urls:
-        from ..backends.openai_backend import OpenAIBackend
-
-        return OpenAIBackend.from_options(
-            list(config.base_urls), model=config.model, api_key_env=config.api_key_env, concurrency=config.concurrency
-        )
-    from ..backends.transformers_backend import TransformersBackend
-
-    assert config.teacher is not None
-    return TransformersBackend.from_model(config.teacher, dtype=config.dtype, batch_size=config.batch_size)
