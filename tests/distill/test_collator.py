@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from cotspec.distill.collator import IGNORE_INDEX, DistillCollator
+from cotspec.constants import IGNORE_INDEX, PAD_ID
+from cotspec.distill.collator import TEACHER_KEYS, DistillCollator
 
 PAD = 0
 
@@ -30,7 +31,7 @@ def test_decoder_only_labels_cover_the_target_only():
     assert batch["attention_mask"].tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0]]
     x = IGNORE_INDEX
     assert batch["labels"].tolist() == [[x, x, x, 8, 9, 2], [x, 3, 2, x, x, x]]
-    assert "cand_ids" not in batch  # no teacher rows: a lean cross-entropy batch
+    assert not set(TEACHER_KEYS) & batch.keys()  # no teacher rows: a lean cross-entropy batch
 
 
 def test_seq2seq_decoder_inputs_are_the_shifted_labels():
@@ -49,13 +50,14 @@ def test_teacher_tensors_line_up_with_labels_and_fill_one_hot_elsewhere():
     )  # fmt: skip
     plain = row([5], [3, 2])
     batch = DistillCollator(pad_id=PAD, is_seq2seq=False, top_k=2)([with_teacher, plain])
+    assert set(TEACHER_KEYS) <= batch.keys()
     cand_ids, cand_logprobs, soft = batch["cand_ids"], batch["cand_logprobs"], batch["soft"]
     assert cand_ids.shape == (2, 5, 2) and cand_logprobs.dtype == torch.float32
     # Row 0: the teacher's candidates exactly at the target's label positions (2, 3, 4).
     assert cand_ids[0, 2].tolist() == [8, 4] and soft[0].tolist() == [False, False, True, False, False]
-    assert cand_ids[0, 3].tolist() == [9, -1]
+    assert cand_ids[0, 3].tolist() == [9, PAD_ID]
     # Row 1 has no teacher top-k: one-hot on its labels (slot 0, log-prob 0), padding elsewhere.
-    assert cand_ids[1, :, 0].tolist() == [-1, 3, 2, -1, -1]
+    assert cand_ids[1, :, 0].tolist() == [PAD_ID, 3, 2, PAD_ID, PAD_ID]
     assert cand_logprobs[1, 1].tolist() == [0.0, -math.inf]
     assert not soft[1].any()
     labels = batch["labels"]

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from transformers import ByT5Tokenizer
 
-from cotspec.errors import CotspecError
+from cotspec.errors import ConfigError
 from cotspec.distill.data import TokenizeSettings, tokenize_rows
 from cotspec.formats import load_training_data
 
 
 def settings(**changes) -> TokenizeSettings:
-    base = dict(is_seq2seq=False, keeps_newlines=True, max_length=512, with_teacher=True, top_k=None)
+    base = dict(is_seq2seq=False, keeps_newlines=True, max_length=512, objective="kd", top_k=None)
     return TokenizeSettings(**{**base, **changes})
 
 
@@ -71,8 +71,10 @@ def test_overlong_rows_are_dropped_and_counted(built, student_bpe_tokenizer, tmp
     assert dropped.get("zero_shot_cot", 0) > 0
     assert data.stats["rows"] + sum(dropped.values()) == len(rows)
     assert max(data.dataset["length"]) <= 80
-    with pytest.raises(CotspecError, match=r"longer than data.max_length=8 student tokens"):
+    too_short = r"^data.max_length: every one of the \d+ rows is longer than 8 student tokens"
+    with pytest.raises(ConfigError, match=too_short) as err:
         tokenize_rows(rows, manifest, student_bpe_tokenizer, settings(max_length=8), cache_dir=tmp_path)
+    assert err.value.field == "data.max_length"
 
 
 def test_seq2seq_rows_and_newline_handling(built, tmp_path):
@@ -89,5 +91,5 @@ def test_seq2seq_rows_and_newline_handling(built, tmp_path):
 
 def test_cross_entropy_runs_skip_alignment(built, student_bpe_tokenizer, tmp_path):
     rows, manifest = built
-    data = tokenize_rows(rows, manifest, student_bpe_tokenizer, settings(with_teacher=False), cache_dir=tmp_path)
+    data = tokenize_rows(rows, manifest, student_bpe_tokenizer, settings(objective="ce"), cache_dir=tmp_path)
     assert data.top_k == 0 and all(not soft for soft in data.dataset["soft"])

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cotspec.constants import IGNORE_INDEX
 from cotspec.distill import (
-    IGNORE_INDEX,
     cross_entropy_loss,
     distill_loss,
     topk_forward_kl,
@@ -31,12 +31,13 @@ def make(seed: int = 0, k: int = V, sharp: float = 2.0):
     return student, teacher, ids, logprobs
 
 
-def every_loss(student, ids, logprobs, mask):
+def every_loss(student, ids, logprobs, mask, reduction="mean"):
     """Each KD loss variant, by name."""
-    out = {f"forward/{m}": topk_forward_kl(student, ids, logprobs, mask, mode=m) for m in FORWARD_MODES}
+    r = reduction
+    out = {f"forward/{m}": topk_forward_kl(student, ids, logprobs, mask, mode=m, reduction=r) for m in FORWARD_MODES}
     for s in SUPPORTS:
-        out[f"reverse/{s}"] = topk_reverse_kl(student, ids, logprobs, mask, support=s)
-        out[f"jsd/{s}"] = topk_generalized_jsd(student, ids, logprobs, mask, beta=0.3, support=s)
+        out[f"reverse/{s}"] = topk_reverse_kl(student, ids, logprobs, mask, support=s, reduction=r)
+        out[f"jsd/{s}"] = topk_generalized_jsd(student, ids, logprobs, mask, beta=0.3, support=s, reduction=r)
     return out
 
 
@@ -303,6 +304,65 @@ def test_distill_loss_mixes_linearly():
             torch.testing.assert_close(out.loss, (1 - weight) * out.ce + weight * out.kd)
 
 
+def test_distill_loss_is_cross_entropy_where_the_teacher_top_k_is_unknown():
+    # The collator's rows without teacher knowledge are one-hot on the label: forward KL there equals
+    # cross-entropy, but reverse KL and JSD on a one-candidate support are 0. `soft` keeps them out.
+    student, _, ids, logprobs = make(seed=14, k=3)
+    labels = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
+    labels[0, 0] = IGNORE_INDEX
+    soft = torch.tensor([[True, True, False, True, False], [False, True, True, False, True]])
+    one_hot_ids = torch.cat([labels.clamp(min=0).unsqueeze(-1), torch.full((B, T, 2), -1)], -1)
+    one_hot_lp = torch.cat([torch.zeros(B, T, 1), torch.full((B, T, 2), -math.inf)], -1)
+    cand_ids = torch.where(soft.unsqueeze(-1), ids, one_hot_ids)
+    cand_logprobs = torch.where(soft.unsqueeze(-1), logprobs, one_hot_lp)
+    ce = cross_entropy_loss(student, labels, reduction="none")
+    labelled = labels != IGNORE_INDEX
+    for divergence, kd_fn in [
+        ("forward_kl", topk_forward_kl),
+        ("reverse_kl", topk_reverse_kl),
+        ("generalized_jsd", topk_generalized_jsd),
+    ]:
+        kd = kd_fn(student, cand_ids, cand_logprobs, soft, reduction="none")
+        out = distill_loss(student, labels, cand_ids, cand_logprobs, kd_weight=0.8, divergence=divergence,
+                           soft=soft, reduction="none")  # fmt: skip
+        expected = torch.where(soft & labelled, 0.2 * ce + 0.8 * kd, ce)
+        torch.testing.assert_close(out.loss, expected, msg=divergence)
+        torch.testing.assert_close(out.kd, torch.where(labelled, kd, 0.0), msg=divergence)
+        mean = distill_loss(student, labels, cand_ids, cand_logprobs, kd_weight=0.8, divergence=divergence, soft=soft)
+        torch.testing.assert_close(mean.loss, expected.sum() / labelled.sum(), msg=divergence)
+        torch.testing.assert_close(mean.kd, kd[soft & labelled].mean(), msg=divergence)
+
+
+def test_reductions_agree():
+    """"sum" adds the "none" values, "mean" divides by the positions counted; "none" is 0 elsewhere."""
+    student, _, ids, logprobs = make(seed=15, k=4)
+    mask = torch.tensor([[True, False, True, True, False], [False, True, True, False, True]])
+    labels = ids[..., 0].masked_fill(~mask, IGNORE_INDEX)
+    ids[1, 2], logprobs[1, 2] = -1, -math.inf  # masked in, but no candidate: not counted by a divergence
+    counted = mask.clone()
+    counted[1, 2] = False
+    per_position = every_loss(student, ids, logprobs, mask, reduction="none")
+    summed = every_loss(student, ids, logprobs, mask, reduction="sum")
+    for name, mean in every_loss(student, ids, logprobs, mask).items():
+        assert per_position[name].shape == (B, T) and (per_position[name][~counted] == 0).all(), name
+        torch.testing.assert_close(summed[name], per_position[name].sum(), msg=name)
+        torch.testing.assert_close(mean, summed[name] / counted.sum(), msg=name)
+    ce = cross_entropy_loss(student, labels, reduction="none")
+    assert (ce[~mask] == 0).all()
+    torch.testing.assert_close(cross_entropy_loss(student, labels, reduction="sum"), ce.sum())
+    torch.testing.assert_close(cross_entropy_loss(student, labels), ce.sum() / mask.sum())
+    for divergence in ("forward_kl", "reverse_kl", "generalized_jsd"):
+        parts = {
+            r: distill_loss(student, labels, ids, logprobs, kd_weight=0.4, divergence=divergence, reduction=r)
+            for r in ("none", "sum", "mean")
+        }
+        for field in ("loss", "ce", "kd"):
+            none, total = getattr(parts["none"], field), getattr(parts["sum"], field)
+            torch.testing.assert_close(total, none.sum(), msg=f"{divergence} {field}")
+        torch.testing.assert_close(parts["mean"].loss, parts["sum"].loss / mask.sum(), msg=divergence)
+        torch.testing.assert_close(parts["mean"].kd, parts["sum"].kd / counted.sum(), msg=divergence)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -312,6 +372,8 @@ def test_distill_loss_mixes_linearly():
         (lambda s, i, lp, m: topk_forward_kl(s, i[..., :2], lp, m), "shapes do not fit"),
         (lambda s, i, lp, m: distill_loss(s, i[..., 0], i, lp, kd_weight=1.5), "kd_weight"),
         (lambda s, i, lp, m: distill_loss(s, i[..., 0], i, lp, kd_weight=0.5, divergence="tv"), "divergence"),
+        (lambda s, i, lp, m: topk_reverse_kl(s, i, lp, m, reduction="avg"), "reduction must be"),
+        (lambda s, i, lp, m: cross_entropy_loss(s, i[..., 0], reduction="batchmean"), "reduction must be"),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(call, message):

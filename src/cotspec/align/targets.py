@@ -36,11 +36,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..constants import PAD_ID
 from .pieces import TokenStyle, Vocab, _Memo, piece_decoder
 from .spans import WHITESPACE, pair_tokens
-
-PAD_ID = -1
-"""`AlignedTargets.cand_ids` padding: no candidate in this slot."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ targets with ``decoder_input_ids`` their right shift. The teacher tensors line u
 * ``cand_logprobs`` [B, T, k] float32: the teacher's log-probs, -inf pads.
 * ``soft`` [B, T] bool: the position holds the teacher's top-k.
 
-They are present only when some row of the batch has teacher top-k, so cross-entropy batches stay lean.
+They are present (`TEACHER_KEYS`) only when some row of the batch has teacher top-k, so cross-entropy
+batches stay lean; their presence is all the loss asks (`DistillTrainer.compute_loss`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from ..constants import IGNORE_INDEX, PAD_ID
+
+TEACHER_KEYS = ("cand_ids", "cand_logprobs", "soft")
+"""The batch keys that carry the teacher; a batch without them trains on cross-entropy alone."""
 
 
 @dataclass
@@ -85,13 +89,13 @@ class DistillCollator:
     ) -> dict[str, torch.Tensor]:
         batch_size, width = labels.shape
         k = self.top_k
-        cand_ids = np.full((batch_size, width, k), -1, dtype=np.int64)
+        cand_ids = np.full((batch_size, width, k), PAD_ID, dtype=np.int64)
         cand_logprobs = np.full((batch_size, width, k), -np.inf, dtype=np.float32)
         soft = np.zeros((batch_size, width), dtype=bool)
         # One-hot on the label everywhere first; rows with teacher top-k then overwrite their span.
         label_array = labels.numpy()
         supervised = label_array != IGNORE_INDEX
-        cand_ids[..., 0] = np.where(supervised, label_array, -1)
+        cand_ids[..., 0] = np.where(supervised, label_array, PAD_ID)
         cand_logprobs[..., 0] = np.where(supervised, 0.0, -np.inf)
         for i, (row, start) in enumerate(zip(rows, offsets)):
             if not len(row["soft"]):
@@ -100,7 +104,7 @@ class DistillCollator:
             cand_ids[i, start : start + length] = np.asarray(row["cand_ids"], dtype=np.int64).reshape(length, k)
             cand_logprobs[i, start : start + length] = np.asarray(row["cand_logprobs"], dtype=np.float32).reshape(length, k)
             soft[i, start : start + length] = row["soft"]
-        return {
+        return {  # the keys of TEACHER_KEYS
             "cand_ids": torch.from_numpy(cand_ids),
             "cand_logprobs": torch.from_numpy(cand_logprobs),
             "soft": torch.from_numpy(soft),

@@ -11,6 +11,9 @@ A `cotspec build` output is text (tokenizer-independent). Here each row becomes
   token, the teacher's top-k carried over to student ids (`cotspec.align`), flattened [T * k] — and
   ``soft`` [T], whether the position holds teacher knowledge (else it is one-hot on the target token).
 
+This is the one place the training objective takes effect: under ``ce`` no row gets teacher columns, so
+no batch carries teacher tensors, and the loss only asks whether a batch has them.
+
 The result is saved under the cache directory keyed by the rows' content hash, the student tokenizer's
 fingerprint and every setting that changes a token, so a second run (or another process of the same
 run) reads it instead of tokenizing again.
@@ -27,7 +30,7 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
@@ -36,7 +39,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import CotspecError
+from ..errors import ConfigError
 from ..progress import quiet_datasets_bars
 
 logger = logging.getLogger(__name__)
@@ -65,8 +68,9 @@ class TokenizeSettings:
     keeps_newlines: bool
     """False for tokenizers that drop ``\\n`` (T5's): newlines become spaces (`LoadedModel.prepare_prompt`)."""
     max_length: int
-    with_teacher: bool
-    """Align teacher top-k (objective kd); False leaves every row plain cross-entropy."""
+    objective: Literal["kd", "ce"]
+    """`LossConfig.objective`, acted on here and nowhere else: kd aligns the teacher's top-k of the rows
+    that have it; ce leaves every row without teacher columns, so every batch trains on cross-entropy."""
     top_k: int | None
 
 
@@ -128,7 +132,7 @@ def tokenize_rows(
         dataset = datasets.load_from_disk(str(target))
         return TokenizedData(dataset, meta["top_k"], {**meta["stats"], "cache": str(target), "cache_hit": True})
 
-    top_k = _teacher_width(rows, settings) if settings.with_teacher else 0
+    top_k = _teacher_width(rows, settings) if settings.objective == "kd" else 0
     target.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate Arrow files go to a scratch dir next to the cache entry, never into the build dir.
     with tempfile.TemporaryDirectory(prefix=f".{key}-", dir=target.parent) as scratch, quiet_datasets_bars():
@@ -146,9 +150,10 @@ def tokenize_rows(
         stats = _stats(encoded.data.table, too_long, settings)
         kept = encoded.select(np.flatnonzero(~too_long)).remove_columns("too_long")
         if len(kept) == 0:
-            raise CotspecError(
-                f"every one of the {len(encoded)} rows is longer than data.max_length={settings.max_length} "
-                "student tokens; raise data.max_length (in-context formats need ~1000 and more)"
+            raise ConfigError(
+                "data.max_length",
+                f"every one of the {len(encoded)} rows is longer than {settings.max_length} student tokens; "
+                "raise it (in-context formats need ~1000 and more)",
             )
         _save(kept, target, {"key": key, "top_k": top_k, "stats": stats, "settings": asdict(settings)})
         del encoded, kept  # release the memory maps before the scratch dir goes
@@ -264,9 +269,9 @@ def _stats(table: pa.Table, too_long: np.ndarray, settings: TokenizeSettings) ->
     dropped = Counter(f for f, drop in zip(formats, too_long) if drop)
     kept = table.filter(pa.array(~too_long))
     target_tokens = pc.sum(pc.list_value_length(kept.column("target_ids"))).as_py() or 0
-    soft_column = pc.list_flatten(kept.column("soft"))
-    with_teacher = len(soft_column)
-    soft = (pc.sum(soft_column.cast("int32")).as_py() or 0) if with_teacher else 0
+    soft_column = pc.list_flatten(kept.column("soft"))  # one entry per target token of rows with teacher top-k
+    tokens_of_teacher_rows = len(soft_column)
+    soft = (pc.sum(soft_column.cast("int32")).as_py() or 0) if tokens_of_teacher_rows else 0
     if dropped:
         logger.warning(
             "dropped %d of %d rows longer than data.max_length=%d tokens (%s)",
@@ -278,9 +283,9 @@ def _stats(table: pa.Table, too_long: np.ndarray, settings: TokenizeSettings) ->
         "rows_per_format": dict(sorted(Counter(kept.column("format").to_pylist()).items())),
         "dropped_too_long": dict(sorted(dropped.items())),
         "target_tokens": int(target_tokens),
-        "target_tokens_with_teacher_rows": int(with_teacher),
+        "target_tokens_with_teacher_rows": int(tokens_of_teacher_rows),
         "soft_target_tokens": int(soft),
-        "soft_coverage": round(soft / with_teacher, 4) if with_teacher else None,
+        "soft_coverage": round(soft / tokens_of_teacher_rows, 4) if tokens_of_teacher_rows else None,
     }
 
 

@@ -12,9 +12,16 @@ Pure tensor functions in the style of torchtune's kd_losses. Conventions shared 
   and ``cand_logprobs`` (the teacher's log-probs, -inf pads), as `cotspec.align.AlignedTargets` makes
   them. A dense teacher distribution over the vocabulary is never built; the student's log-probs are
   gathered at the candidates. Candidate ids must be distinct within a row (`align_chain` guarantees it).
-* Reduction is the mean over positions where ``mask`` is true and the row has at least one candidate.
-  With no such position the loss is exactly 0 and still has a grad_fn (so a fully padded micro-batch
-  steps cleanly under DDP/accelerate).
+* A position counts where ``mask`` is true (for cross-entropy: the label is not IGNORE_INDEX) and, for
+  a divergence, the row has at least one candidate; other positions never reach the value or its
+  gradient. ``reduction`` is what torchtune's KD losses call ``normalize``, spelled as in torch:
+  "mean" over the counted positions, "sum" (the trainer divides by the token count of a whole
+  optimizer step, over micro-batches and processes), or "none" (per position, 0 where not counted).
+  With no counted position "mean" and "sum" are exactly 0 and still have a grad_fn (so a fully padded
+  micro-batch steps cleanly under DDP/accelerate).
+* `distill_loss` is the training loss (`cotspec train` calls it through `DistillTrainer`): per token,
+  the kd_weight mix of cross-entropy and one divergence where the teacher's top-k is known,
+  cross-entropy elsewhere.
 
 What the top-k versions are, precisely. Let P be the teacher's full next-token distribution (unknown
 beyond the k candidates K), Q the student's.
@@ -41,35 +48,67 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-"""Label value excluded from every loss (Hugging Face's convention)."""
+from ..constants import IGNORE_INDEX
 
 ForwardMode = Literal["unnormalized", "renormalized", "tail"]
 Support = Literal["renormalized", "tail"]
 Divergence = Literal["forward_kl", "reverse_kl", "generalized_jsd"]
+Reduction = Literal["mean", "sum", "none"]
 
 # log of float32's smallest normal: where a bucket's probability is 0 but its log is needed (reverse KL
 # against a teacher that left no tail), a large finite penalty instead of inf.
 _LOG_TINY = math.log(torch.finfo(torch.float32).tiny)
 
 
-def cross_entropy_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+def _reduce(per_position: torch.Tensor, counted: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Reduce per-position values [...] over the positions where `counted` [...] is true.
+
+    Positions not counted are replaced by 0 *before* anything is added, so whatever they hold (they are
+    finite here, but meaningless) never reaches the result or its gradient.
+    """
+    kept = torch.where(counted, per_position, torch.zeros((), dtype=per_position.dtype, device=per_position.device))
+    if reduction == "none":
+        return kept
+    total = kept.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        # Not a plain .mean(): with nothing counted it must be 0 (not 0/0 = nan) and keep its grad_fn.
+        return total / counted.sum().clamp(min=1)
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _cross_entropy_terms(
+    logits: torch.Tensor, log_normalizer: torch.Tensor, labels: torch.Tensor, ignore_index: int
 ) -> torch.Tensor:
-    """Sample matching: mean token cross-entropy.
+    """[...]: -log q(label) = logsumexp(z) - z_label per position, 0 where the label is ignored.
+
+    logits: [..., V] float32; log_normalizer: [...] their logsumexp (shared with the top-k gather when
+    both losses run, so the [..., V] reduction happens once).
+    """
+    labelled = labels != ignore_index
+    # Ignored labels (-100) would index out of range: gather id 0 there, then drop it.
+    picked = logits.gather(-1, labels.masked_fill(~labelled, 0).long().unsqueeze(-1)).squeeze(-1)
+    return torch.where(labelled, log_normalizer - picked, torch.zeros((), device=logits.device))
+
+
+def cross_entropy_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Sample matching: token cross-entropy, -log q(label).
 
     logits: [B, T, V], any float dtype (computed in float32).
     labels: [B, T] student token ids, ``ignore_index`` where excluded.
-    Returns a scalar; 0 (with grad) when every label is ignored.
+    reduction: "mean" over the labels not ignored (0, with grad, when all are), "sum", or "none" ([B, T],
+    0 where ignored).
     """
-    vocab = logits.shape[-1]
-    summed = F.cross_entropy(
-        logits.reshape(-1, vocab).float(), labels.reshape(-1).long(), ignore_index=ignore_index, reduction="sum"
-    )
-    # reduction="mean" would be 0/0 = nan on an all-ignored batch; sum / max(count, 1) is 0 there.
-    return summed / (labels != ignore_index).sum().clamp(min=1)
+    logits = logits.float()
+    terms = _cross_entropy_terms(logits, torch.logsumexp(logits, dim=-1), labels, ignore_index)
+    return _reduce(terms, labels != ignore_index, reduction)
 
 
 class _TopK(NamedTuple):
@@ -80,6 +119,11 @@ class _TopK(NamedTuple):
     student_logp: torch.Tensor  # log q_v over the full vocabulary; 0 where not valid
     student_logits: torch.Tensor  # z_v; 0 where not valid
     student_logz: torch.Tensor  # [B, T] logsumexp of the student's logits
+
+    @property
+    def has_candidate(self) -> torch.Tensor:
+        """[B, T] bool: the position has at least one real candidate (else no divergence is defined)."""
+        return self.valid.any(dim=-1)
 
 
 def _gather_topk(
@@ -92,10 +136,10 @@ def _gather_topk(
         )
     logits = student_logits.float()
     teacher = cand_logprobs.float()
-    valid = (cand_ids >= 0) & torch.isfinite(teacher)
+    valid = (cand_ids >= 0) & torch.isfinite(teacher)  # PAD_ID (-1) slots and -inf log-probs are no candidates
     logz = torch.logsumexp(logits, dim=-1)
-    # Padding (-1) gathers id 0, then is zeroed: every tensor below is finite, so no nan reaches a grad.
-    z = logits.gather(-1, cand_ids.clamp(min=0).long())
+    # Padding gathers id 0, then is zeroed: every tensor below is finite, so no nan reaches a grad.
+    z = logits.gather(-1, cand_ids.masked_fill(~valid, 0).long())
     zero = torch.zeros((), dtype=torch.float32, device=logits.device)
     return _TopK(
         valid=valid,
@@ -183,38 +227,20 @@ def _kl_terms(valid: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> 
     return (prob_a * log_ratio).sum(-1)
 
 
-def _reduce(per_position: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over positions that are in the mask and have a candidate; exactly 0 (with grad) if none."""
-    keep = mask.bool() & valid.any(dim=-1)
-    total = torch.where(keep, per_position, torch.zeros((), device=per_position.device)).sum()
-    return total / keep.sum().clamp(min=1)
-
-
-def topk_forward_kl(
-    student_logits: torch.Tensor,
-    cand_ids: torch.Tensor,
-    cand_logprobs: torch.Tensor,
-    mask: torch.Tensor,
-    mode: ForwardMode = "unnormalized",
+def _forward_kl_terms(
+    student_logits: torch.Tensor, cand_ids: torch.Tensor, top: _TopK, mode: ForwardMode
 ) -> torch.Tensor:
-    """Distribution matching, KL(teacher || student), from the teacher's top-k (module doc for modes).
-
-    student_logits: [B, T, V]; cand_ids: [B, T, k] student ids, -1 pads; cand_logprobs: [B, T, k]
-    teacher log-probs, -inf pads; mask: [B, T] bool, positions to train on. Returns a scalar.
-    """
-    top = _gather_topk(student_logits, cand_ids, cand_logprobs)
+    """[B, T] forward KL per position in one of the three top-k modes (module doc)."""
     if mode == "unnormalized":
-        per_position = _kl_terms(top.valid, top.teacher_logp, top.student_logp)
-    elif mode == "renormalized":
+        return _kl_terms(top.valid, top.teacher_logp, top.student_logp)
+    if mode == "renormalized":
         zero = torch.zeros((), dtype=torch.float32, device=top.valid.device)
         norm = _masked_logsumexp(top.teacher_logp, top.valid).unsqueeze(-1)
         teacher = torch.where(top.valid, top.teacher_logp - torch.where(torch.isfinite(norm), norm, zero), zero)
-        per_position = _kl_terms(top.valid, teacher, top.student_logp)
-    elif mode == "tail":
-        per_position = _kl_terms(*_with_tail(student_logits, cand_ids, top))
-    else:
-        raise ValueError(f"mode must be 'unnormalized', 'renormalized' or 'tail', got {mode!r}")
-    return _reduce(per_position, mask, top.valid)
+        return _kl_terms(top.valid, teacher, top.student_logp)
+    if mode == "tail":
+        return _kl_terms(*_with_tail(student_logits, cand_ids, top))
+    raise ValueError(f"mode must be 'unnormalized', 'renormalized' or 'tail', got {mode!r}")
 
 
 def _support(
@@ -227,22 +253,68 @@ def _support(
     raise ValueError(f"support must be 'renormalized' or 'tail', got {support!r}")
 
 
+def _reverse_kl_terms(
+    student_logits: torch.Tensor, cand_ids: torch.Tensor, top: _TopK, support: Support
+) -> torch.Tensor:
+    """[B, T] KL(student || teacher) per position on the chosen finite support."""
+    valid, log_p, log_q = _support(student_logits, cand_ids, top, support)
+    return _kl_terms(valid, log_q, log_p)
+
+
+def _check_beta(beta: float) -> None:
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"beta must be in (0, 1), got {beta}; for the endpoints use forward/reverse KL")
+
+
+def _jsd_terms(
+    student_logits: torch.Tensor, cand_ids: torch.Tensor, top: _TopK, beta: float, support: Support
+) -> torch.Tensor:
+    """[B, T] generalized JSD per position on the chosen finite support."""
+    valid, log_p, log_q = _support(student_logits, cand_ids, top, support)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    return beta * _kl_terms(valid, log_p, log_m) + (1.0 - beta) * _kl_terms(valid, log_q, log_m)
+
+
+def topk_forward_kl(
+    student_logits: torch.Tensor,
+    cand_ids: torch.Tensor,
+    cand_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    mode: ForwardMode = "unnormalized",
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Distribution matching, KL(teacher || student), from the teacher's top-k (module doc for modes).
+
+    student_logits: [B, T, V]; cand_ids: [B, T, k] student ids, -1 pads; cand_logprobs: [B, T, k]
+    teacher log-probs, -inf pads; mask: [B, T] bool, positions to train on.
+    reduction: "mean" / "sum" over the positions in `mask` that have a candidate (a scalar), or "none"
+    ([B, T], 0 elsewhere).
+    """
+    student_logits = student_logits.float()  # one float32 copy, which every helper below reuses
+    top = _gather_topk(student_logits, cand_ids, cand_logprobs)
+    per_position = _forward_kl_terms(student_logits, cand_ids, top, mode)
+    return _reduce(per_position, mask.bool() & top.has_candidate, reduction)
+
+
 def topk_reverse_kl(
     student_logits: torch.Tensor,
     cand_ids: torch.Tensor,
     cand_logprobs: torch.Tensor,
     mask: torch.Tensor,
     support: Support = "renormalized",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     """KL(student || teacher) on a finite support built from the teacher's top-k (module doc).
 
-    Shapes as `topk_forward_kl`. Mode-seeking: the student is pushed off tokens the teacher gives little
-    mass. With ``support="tail"``, a teacher that left no tail mass makes the student's tail cost a
-    large finite penalty (log 0 is clamped to float32's smallest normal) rather than inf.
+    Shapes and reduction as `topk_forward_kl`. Mode-seeking: the student is pushed off tokens the
+    teacher gives little mass. With ``support="tail"``, a teacher that left no tail mass makes the
+    student's tail cost a large finite penalty (log 0 is clamped to float32's smallest normal) rather
+    than inf.
     """
+    student_logits = student_logits.float()  # one float32 copy, which every helper below reuses
     top = _gather_topk(student_logits, cand_ids, cand_logprobs)
-    valid, log_p, log_q = _support(student_logits, cand_ids, top, support)
-    return _reduce(_kl_terms(valid, log_q, log_p), mask, top.valid)
+    per_position = _reverse_kl_terms(student_logits, cand_ids, top, support)
+    return _reduce(per_position, mask.bool() & top.has_candidate, reduction)
 
 
 def topk_generalized_jsd(
@@ -252,28 +324,50 @@ def topk_generalized_jsd(
     mask: torch.Tensor,
     beta: float = 0.5,
     support: Support = "renormalized",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2024) on a finite support.
 
     JSD_beta = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q: TRL's convention, so
     small beta behaves like forward KL and large beta like reverse KL. 0 < beta < 1 (at the ends it is
-    identically 0; use `topk_forward_kl` / `topk_reverse_kl`). Shapes as `topk_forward_kl`.
+    identically 0; use `topk_forward_kl` / `topk_reverse_kl`). Shapes and reduction as
+    `topk_forward_kl`.
     """
-    if not 0.0 < beta < 1.0:
-        raise ValueError(f"beta must be in (0, 1), got {beta}; for the endpoints use forward/reverse KL")
+    _check_beta(beta)
+    student_logits = student_logits.float()  # one float32 copy, which every helper below reuses
     top = _gather_topk(student_logits, cand_ids, cand_logprobs)
-    valid, log_p, log_q = _support(student_logits, cand_ids, top, support)
-    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-    per_position = beta * _kl_terms(valid, log_p, log_m) + (1.0 - beta) * _kl_terms(valid, log_q, log_m)
-    return _reduce(per_position, mask, top.valid)
+    per_position = _jsd_terms(student_logits, cand_ids, top, beta, support)
+    return _reduce(per_position, mask.bool() & top.has_candidate, reduction)
 
 
 class DistillLoss(NamedTuple):
-    """The training loss and its two parts (for logging)."""
+    """The training loss and its two parts (for logging), each reduced as asked."""
 
     loss: torch.Tensor
+    """Per token: the mix on positions with teacher top-k, cross-entropy on the other labelled ones."""
     ce: torch.Tensor
+    """Cross-entropy over every labelled position."""
     kd: torch.Tensor
+    """The divergence over the positions with teacher top-k only."""
+
+
+def _divergence_terms(
+    student_logits: torch.Tensor,
+    cand_ids: torch.Tensor,
+    top: _TopK,
+    divergence: Divergence,
+    mode: ForwardMode,
+    support: Support,
+    beta: float,
+) -> torch.Tensor:
+    if divergence == "forward_kl":
+        return _forward_kl_terms(student_logits, cand_ids, top, mode)
+    if divergence == "reverse_kl":
+        return _reverse_kl_terms(student_logits, cand_ids, top, support)
+    if divergence == "generalized_jsd":
+        _check_beta(beta)
+        return _jsd_terms(student_logits, cand_ids, top, beta, support)
+    raise ValueError(f"divergence must be 'forward_kl', 'reverse_kl' or 'generalized_jsd', got {divergence!r}")
 
 
 def distill_loss(
@@ -287,26 +381,36 @@ def distill_loss(
     mode: ForwardMode = "unnormalized",
     support: Support = "renormalized",
     beta: float = 0.5,
+    soft: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
 ) -> DistillLoss:
-    """(1 - kd_weight) * cross-entropy + kd_weight * divergence to the teacher's top-k.
+    """The training loss: per labelled token, (1 - kd_weight) * cross-entropy + kd_weight * divergence
+    to the teacher's top-k where the teacher's top-k is known, cross-entropy alone everywhere else.
 
-    student_logits: [B, T, V]; labels: [B, T] with -100 ignored (KD uses the same positions);
-    cand_ids / cand_logprobs: [B, T, k] as `topk_forward_kl`. kd_weight in [0, 1]: 0 is pure sample
-    matching, 1 pure distribution matching. ``mode`` applies to forward KL, ``support`` to reverse KL
-    and JSD, ``beta`` to JSD.
+    student_logits: [B, T, V]; labels: [B, T], IGNORE_INDEX (-100) where nothing is learnt;
+    cand_ids / cand_logprobs: [B, T, k] as `topk_forward_kl`.
+    soft: [B, T] bool, the positions that hold the teacher's top-k (the collator's ``soft``); the
+        candidates at other positions are not read (the collator's one-hot rows there would make forward
+        KL equal cross-entropy, but reverse KL and JSD 0). Default: every labelled position with a
+        candidate.
+    kd_weight in [0, 1]: 0 is pure sample matching, 1 pure distribution matching on soft tokens.
+    ``mode`` applies to forward KL, ``support`` to reverse KL and JSD, ``beta`` to JSD.
+    reduction: "mean" over the labelled tokens (for ``kd``: over the soft ones), "sum" (what the trainer
+        uses: it divides by the token count of a whole optimizer step, see `cotspec.distill.trainer`), or
+        "none" ([B, T] per token, 0 where not counted).
     """
     if not 0.0 <= kd_weight <= 1.0:
         raise ValueError(f"kd_weight must be in [0, 1], got {kd_weight}")
-    mask = labels != IGNORE_INDEX
-    ce = cross_entropy_loss(student_logits, labels)
-    if divergence == "forward_kl":
-        kd = topk_forward_kl(student_logits, cand_ids, cand_logprobs, mask, mode=mode)
-    elif divergence == "reverse_kl":
-        kd = topk_reverse_kl(student_logits, cand_ids, cand_logprobs, mask, support=support)
-    elif divergence == "generalized_jsd":
-        kd = topk_generalized_jsd(student_logits, cand_ids, cand_logprobs, mask, beta=beta, support=support)
-    else:
-        raise ValueError(
-            f"divergence must be 'forward_kl', 'reverse_kl' or 'generalized_jsd', got {divergence!r}"
-        )
-    return DistillLoss(loss=(1.0 - kd_weight) * ce + kd_weight * kd, ce=ce, kd=kd)
+    labelled = labels != IGNORE_INDEX
+    student_logits = student_logits.float()  # one float32 copy, which every helper below reuses
+    top = _gather_topk(student_logits, cand_ids, cand_logprobs)
+    taught = labelled & top.has_candidate & (soft.bool() if soft is not None else True)
+    # One logsumexp over the vocabulary serves both terms.
+    ce = _cross_entropy_terms(student_logits, top.student_logz, labels, IGNORE_INDEX)
+    kd = _divergence_terms(student_logits, cand_ids, top, divergence, mode, support, beta)
+    mixed = torch.where(taught, (1.0 - kd_weight) * ce + kd_weight * kd, ce)
+    return DistillLoss(
+        loss=_reduce(mixed, labelled, reduction),
+        ce=_reduce(ce, labelled, reduction),
+        kd=_reduce(kd, taught, reduction),
+    )

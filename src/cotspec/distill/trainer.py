@@ -3,11 +3,12 @@
 Everything users know from the Trainer keeps working (accelerate / DDP / FSDP / DeepSpeed, gradient
 accumulation, checkpoints and resume, report_to). What changes:
 
-* **Loss** (`compute_loss`): sample matching or distribution matching (`cotspec.distill.losses`) over
-  the target tokens only. The head (the output embedding) is applied to those positions alone — a
-  forward pre-hook takes the selected hidden states — so prompt and padding positions never cost a
-  [V]-sized logit row, and it is applied `loss.chunk_tokens` rows at a time with recomputation in the
-  backward, so the [N, V] logits are never all in memory (for a 49k vocabulary they would dominate it).
+* **Loss** (`compute_loss`): `cotspec.distill.losses.distill_loss` (cross-entropy alone for batches
+  without teacher tensors), summed over the target tokens only. The head (the output embedding) is
+  applied to those positions alone — a forward pre-hook takes the selected hidden states — so prompt
+  and padding positions never cost a [V]-sized logit row, and it is applied `loss.chunk_tokens` rows at
+  a time with recomputation in the backward, so the [N, V] logits are never all in memory (for a 49k
+  vocabulary they would dominate it).
 * **Normalization**: the loss of an optimizer step is the sum over all its target tokens (every
   micro-batch, every process) divided by their count. So the gradient does not depend on how the
   global batch is split into micro-batches and processes (1 process x 4 accumulation steps = 2 x 2).
@@ -32,18 +33,12 @@ from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..constants import IGNORE_INDEX
+from .collator import TEACHER_KEYS
 from .config import LossConfig
-from .losses import (
-    IGNORE_INDEX,
-    cross_entropy_loss,
-    topk_forward_kl,
-    topk_generalized_jsd,
-    topk_reverse_kl,
-)
+from .losses import cross_entropy_loss, distill_loss
 from .rundir import STAGING_DIR, publish
 from .sampler import GroupedLengthSampler
-
-TEACHER_KEYS = ("cand_ids", "cand_logprobs", "soft")
 
 
 @contextlib.contextmanager
@@ -134,39 +129,28 @@ def summed_token_loss(
     teacher: dict[str, torch.Tensor] | None,
     config: LossConfig,
 ) -> torch.Tensor:
-    """Sum over N target tokens of their loss.
+    """Sum over N target tokens of their loss: `cotspec.distill.losses.distill_loss`, reduction "sum".
 
-    logits: [N, V]; targets: [N]; teacher: None or cand_ids / cand_logprobs [N, k] and soft [N].
-    Tokens without teacher knowledge always get cross-entropy; soft tokens get
-    (1 - kd_weight) * CE + kd_weight * divergence. The loss functions return means, so each is scaled
-    back by the count it averaged over.
+    logits: [N, V]; targets: [N]; teacher: cand_ids / cand_logprobs [N, k] and soft [N] at the same
+    positions, or None when the batch carries no teacher tensors (objective ce, or no row of this batch
+    has teacher top-k): then every token is cross-entropy. Summed, not averaged, because the caller
+    divides by the token count of the whole optimizer step (module doc).
     """
-    n_tokens = targets.numel()
-    logits, targets = logits.unsqueeze(0), targets.unsqueeze(0)
-    if teacher is None or config.objective == "ce":
-        return cross_entropy_loss(logits, targets) * n_tokens
-    cand_ids, cand_logprobs = teacher["cand_ids"].unsqueeze(0), teacher["cand_logprobs"].unsqueeze(0)
-    soft = teacher["soft"].unsqueeze(0)
-    w = config.kd_weight
-    if config.divergence == "forward_kl" and w == 1.0:
-        # A one-hot row (label in slot 0, log-prob 0) makes forward KL exactly cross-entropy in every
-        # mode, so one pass over all positions is KD on soft tokens + CE on the rest.
-        everywhere = torch.ones_like(soft)
-        return topk_forward_kl(logits, cand_ids, cand_logprobs, everywhere, mode=config.forward_mode) * n_tokens
-    n_soft = soft.sum()
-    if config.divergence == "forward_kl":
-        kd = topk_forward_kl(logits, cand_ids, cand_logprobs, soft, mode=config.forward_mode)
-    elif config.divergence == "reverse_kl":
-        kd = topk_reverse_kl(logits, cand_ids, cand_logprobs, soft, support=config.support)
-    else:
-        kd = topk_generalized_jsd(logits, cand_ids, cand_logprobs, soft, beta=config.beta, support=config.support)
-    total = w * kd * n_soft
-    hard_ce = cross_entropy_loss(logits, targets.masked_fill(soft, IGNORE_INDEX))
-    total = total + hard_ce * (n_tokens - n_soft)
-    if w < 1.0:
-        soft_ce = cross_entropy_loss(logits, targets.masked_fill(~soft, IGNORE_INDEX))
-        total = total + (1.0 - w) * soft_ce * n_soft
-    return total
+    if teacher is None:
+        return cross_entropy_loss(logits, targets, reduction="sum")
+    return distill_loss(
+        logits,
+        targets,
+        teacher["cand_ids"],
+        teacher["cand_logprobs"],
+        soft=teacher["soft"],
+        kd_weight=config.kd_weight,
+        divergence=config.divergence,
+        mode=config.forward_mode,
+        support=config.support,
+        beta=config.beta,
+        reduction="sum",
+    ).loss
 
 
 class DistillTrainer(Trainer):
@@ -259,6 +243,7 @@ class DistillTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         labels = inputs.pop("labels")
+        # The objective was decided when the data was tokenized: the batch carries teacher tensors or not.
         teacher = {key: inputs.pop(key) for key in TEACHER_KEYS if key in inputs}
         positions = supervised_positions(labels, self.is_seq2seq)
         # The selected logits come out row-major over `positions`; pick targets and teacher rows in the

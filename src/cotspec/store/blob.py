@@ -33,13 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import PAD_ID  # noqa: F401 -- the layout's padding id; readers use blob.PAD_ID
+
 MAGIC = b"CSTK"
 LAYOUT_VERSION = 1
 _HEADER = struct.Struct("<4sBBHI")
 _FLAG_ZLIB = 1
 # Level 1 keeps compression off the sampling hot path; higher levels gain little on int32/float32 data.
 _ZLIB_LEVEL = 1
-PAD_ID = -1
 
 
 class BlobError(ValueError):
