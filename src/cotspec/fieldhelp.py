@@ -13,12 +13,22 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+from dataclasses import is_dataclass
 from functools import cache
 
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Map each annotated field of `cls` to the string literal written right below it."""
+    """Map each annotated field of `cls` (and of its base classes) to the string literal written right
+    below it; a subclass's docstring wins over its base's for a field both declare."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is cls or is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}

@@ -35,11 +35,11 @@ def test_build_formats_and_weights_flags(tmp_path, data_dir, run_cli):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--store", "{tmp}/nope.db"), "error: --store {tmp}/nope.db: no such file"),
+        (("--store", "{tmp}/nope.db"), "error: --store: {tmp}/nope.db: no such file"),
         (("--gold", "--formats", "zero_shot_cot,cot_only"), "error: --formats: unknown format 'cot_only'"),
-        (("--gold", "--weights", "1,2"), "error: --weights has 2 values but --formats names 4 formats"),
-        (("--gold", "--weights", "1,2,x,4"), "error: --weights must be comma-separated numbers"),
-        ((), "error: nothing to build from"),
+        (("--gold", "--weights", "1,2"), "error: --weights: has 2 values but --formats names 4 formats"),
+        (("--gold", "--weights", "1,2,x,4"), "error: --weights: must be a number, got 'x'"),
+        ((), "error: --store: nothing to build from: give --store"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, data_dir, run_cli, args, message):

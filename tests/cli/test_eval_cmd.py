@@ -6,38 +6,15 @@ import json
 import shutil
 
 import pytest
-import torch
-from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = ByT5Tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+from support.tiny_models import save_model_dir, tiny_llama_dir, tiny_t5  # noqa: F401 (fixture)
+from transformers import ByT5Tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_t5_dir(tmp_path_factory):
-    torch.manual_seed(0)
     tokenizer = ByT5Tokenizer()
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-        num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    model = tiny_t5(tokenizer, d_model=32, d_kv=8, d_ff=64, initializer_factor=1.0)
+    return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny-t5"))
 
 
 def _eval_args(model_dir, out, data_dir, *extra):

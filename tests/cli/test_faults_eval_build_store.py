@@ -157,7 +157,7 @@ def build_out(out: Callable[[World], Path]) -> Callable[[World, Run], list]:
 def export_out(out: Callable[[World], Path], store_on_media: bool = False) -> Callable[[World, Run], list]:
     def command(world: World, run: Run) -> list:
         store = world.store(world.media if store_on_media else None)
-        return ["store", "export", store, "--out", out(world)]
+        return ["store", "export", store, "--file", out(world)]
 
     return command
 
@@ -252,11 +252,11 @@ CASES = [
          kept=lambda w: [w.tmp]),
     Case("D4-build-out-read-only", build_out(lambda w: w.media / "data"), ("--out", "media", "read-only"),
          kept=lambda w: [w.media], read_only=True),
-    Case("D4-export-out-is-a-directory", export_out(lambda w: w.tmp), ("--out", "is a directory"),
+    Case("D4-export-out-is-a-directory", export_out(lambda w: w.tmp), ("--file", "is a directory"),
          kept=lambda w: [w.tmp]),
-    Case("D4-export-out-under-a-file", export_out(lambda w: a_file(w) / "chains.jsonl"), ("--out", "notes.txt"),
+    Case("D4-export-out-under-a-file", export_out(lambda w: a_file(w) / "chains.jsonl"), ("--file", "notes.txt"),
          kept=lambda w: [w.tmp]),
-    Case("D4-export-out-read-only", export_out(lambda w: w.media / "chains.jsonl"), ("--out", "media", "read-only"),
+    Case("D4-export-out-read-only", export_out(lambda w: w.media / "chains.jsonl"), ("--file", "media", "read-only"),
          kept=lambda w: [w.media], read_only=True),
     Case("D5-two-jsonl-files-named-alike", two_files_named_alike, None, kept=lambda w: [w.tmp / "run"],
          check=check_both_tasks_kept),

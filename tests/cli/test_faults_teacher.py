@@ -29,9 +29,9 @@ def sample_args(tmp_path, data_dir, base_url, *extra, n=1, limit=2, max_tokens=8
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(PROMPT_FILE)
     return [
-        "sample", "--task", "gsm8k", "--split", "train", "--limit", str(limit), "--n", str(n),
-        "--temperature", str(temperature), "--top-logprobs", "5", "--max-tokens", str(max_tokens),
-        "--base-url", base_url, "--model", "teacher", "--concurrency", "1",
+        "sample", "--tasks", "gsm8k", "--split", "train", "--limit", str(limit), "--n", str(n),
+        "--temperature", str(temperature), "--top-logprobs", "5", "--max-new-tokens", str(max_tokens),
+        "--base-urls", base_url, "--model", "teacher", "--concurrency", "1",
         "--store", str(tmp_path / "run.db"), "--data-dir", str(data_dir), "--prompt-file", str(prompt), *extra,
     ]  # fmt: skip
 
@@ -62,7 +62,7 @@ CASES = {
         lambda tmp_path, data_dir, port: sample_args(
             tmp_path, data_dir, "http://127.0.0.1:9/v1", "--api-key-env", "COTSPEC_UNSET_KEY_VARIABLE"
         ),
-        ["--api-key-env COTSPEC_UNSET_KEY_VARIABLE", "not set"],
+        ["--api-key-env: COTSPEC_UNSET_KEY_VARIABLE", "not set"],
     ),
     "serve-teacher-port-in-use": (
         lambda tmp_path, data_dir, port: ["serve-teacher", "--port", str(port)],

@@ -41,9 +41,9 @@ def _sample_args(tmp_path, data_dir, base_url, model, *, n, limit, max_tokens):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(PROMPT_FILE)
     return [
-        "sample", "--task", "gsm8k", "--split", "train", "--limit", str(limit), "--n", str(n),
-        "--temperature", "0.5", "--top-logprobs", "5", "--max-tokens", str(max_tokens),
-        "--base-url", base_url, "--model", model, "--concurrency", "2",
+        "sample", "--tasks", "gsm8k", "--split", "train", "--limit", str(limit), "--n", str(n),
+        "--temperature", "0.5", "--top-logprobs", "5", "--max-new-tokens", str(max_tokens),
+        "--base-urls", base_url, "--model", model, "--concurrency", "2",
         "--store", str(tmp_path / "run.db"), "--data-dir", str(data_dir), "--prompt-file", str(prompt),
     ]  # fmt: skip
 
@@ -68,11 +68,27 @@ def test_sample_writes_the_store_and_a_rerun_does_nothing(run_cli, tmp_path, dat
 
 def test_sample_flag_errors_are_one_line(run_cli, tmp_path, data_dir):
     result = run_cli("sample", "--store", tmp_path / "run.db", "--data-dir", data_dir)
-    assert result.exit_code == 2 and result.stderr.startswith("error: no teacher")
+    assert result.exit_code == 2 and result.stderr == "error: --model: is required and has no default; set it\n"
     result = run_cli("sample", "--store", tmp_path / "run.db", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
                      "--task", "gsm8k", "--split", "nope", "--data-dir", data_dir)
-    assert result.exit_code == 2 and "--split 'nope'" in result.stderr
+    assert result.exit_code == 2 and result.stderr.startswith("error: --split: 'nope'") and result.stderr.count("\n") == 1
     assert not (tmp_path / "run.db").exists()
+    result = run_cli("sample", "--store", tmp_path / "run.db", "--model", "m", "--max-new-tokens", "0", "--data-dir", data_dir)
+    assert result.exit_code == 2 and result.stderr == "error: --max-new-tokens: must be >= 1, got 0\n"
+    # Old spellings are hidden aliases: --max-tokens is --max-new-tokens, --teacher is --model.
+    result = run_cli("sample", "--store", tmp_path / "run.db", "--teacher", "m", "--max-tokens", "0", "--data-dir", data_dir)
+    assert result.exit_code == 2 and result.stderr == "error: --max-new-tokens: must be >= 1, got 0\n"
+    assert not (tmp_path / "run.db").exists()
+
+
+def test_sample_help_shares_names_and_defaults_with_eval(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # no flag name shortened with an ellipsis
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    sample, evaluate = run_cli("sample", "--help").stdout, run_cli("eval", "--help").stdout
+    for flag in ("--model", "--tasks", "--max-new-tokens", "--seed", "--base-urls", "--batch-size", "--backend"):
+        assert flag in sample and flag in evaluate, flag
+    for hidden in ("--teacher", "--max-tokens", "--base-url ", "--task "):
+        assert hidden not in sample, hidden
 
 
 # ---- crash safety -------------------------------------------------------------------------------------
@@ -200,20 +216,12 @@ def test_kill_at_random_moments_loses_and_repeats_nothing(tmp_path, data_dir, ll
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
     """A 2-layer random Llama with ByT5's byte tokenizer, saved as a model directory (no files needed)."""
-    import torch
-    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+    from support.tiny_models import save_model_dir, tiny_llama
+    from transformers import ByT5Tokenizer
 
-    torch.manual_seed(0)
     tokenizer = ByT5Tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )  # fmt: skip
-    directory = tmp_path_factory.mktemp("tiny-teacher")
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    model = tiny_llama(tokenizer, hidden_size=32, intermediate_size=64, num_attention_heads=2, initializer_range=0.02)
+    return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny-teacher"))
 
 
 def _teacher_args(tmp_path, data_dir, teacher, *, n):

@@ -32,4 +32,4 @@ def test_serve_teacher_until_ctrl_c():
 def test_serve_teacher_rejects_bad_flags_in_one_line(run_cli):
     result = run_cli("serve-teacher", "--ctx", "4")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --ctx must be >= 16 tokens, got 4"
+    assert result.stderr.strip() == "error: --n-ctx: must be >= 16 tokens, got 4"  # --ctx: a hidden alias

@@ -53,7 +53,7 @@ def test_stats_prints_the_numbers(run_cli, store_path):
 @pytest.mark.parametrize("fmt,loader", [("jsonl", "json"), ("parquet", "parquet")])
 def test_export_writes_what_datasets_reads(run_cli, store_path, tmp_path, fmt, loader):
     out = tmp_path / "exports" / f"train.{fmt}"
-    result = run_cli("store", "export", store_path, "--format", fmt, "--out", out, "--max-per-question", "2")
+    result = run_cli("store", "export", store_path, "--format", fmt, "--file", out, "--max-per-question", "2")
     assert result.exit_code == 0, result.stderr
     assert "wrote 3 correct chains" in result.stdout  # q0: 2 of its 3 correct (capped), q2: 1
     ds = datasets.load_dataset(loader, data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
@@ -62,7 +62,7 @@ def test_export_writes_what_datasets_reads(run_cli, store_path, tmp_path, fmt, l
     ]  # fmt: skip
     assert all(r["correct"] for r in ds)
 
-    result = run_cli("store", "export", store_path, "--format", fmt, "--out", out, "--all")
+    result = run_cli("store", "export", store_path, "--format", fmt, "--out", out, "--all")  # --out: hidden alias
     assert result.exit_code == 0 and "wrote 12 chains" in result.stdout
 
 

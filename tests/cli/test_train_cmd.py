@@ -28,7 +28,7 @@ def test_unknown_key_is_one_line_and_exit_2(run_cli, tmp_path):
 def test_bad_override_value_names_the_key(run_cli, tmp_path):
     result = run_cli("train", "--out", tmp_path / "run", "train.lr=fast")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: override 'train.lr=fast': train.lr must be a number, got 'fast'"
+    assert result.stderr.strip() == "error: train.lr: must be a number, got 'fast'"
 
 
 def test_print_config_resolves_file_flags_and_overrides(run_cli, tmp_path):

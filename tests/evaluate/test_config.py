@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cotspec.backends import BackendSettings
-from cotspec.errors import CotspecError
+from cotspec.errors import ConfigError, CotspecError
 from cotspec.evaluate.config import EvalConfig
 from cotspec.fieldhelp import field_docs
 
@@ -15,22 +15,23 @@ def make(**overrides):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "flag"),
+    ("overrides", "field"),
     [
-        ({"limit": 0}, "--limit"),
-        ({"self_consistency": 0}, "--self-consistency"),
-        ({"batch_size": 0}, "--batch-size"),
-        ({"max_new_tokens": 0}, "--max-new-tokens"),
-        ({"concurrency": 0}, "--concurrency"),
-        ({"backend": "vllm"}, "--backend"),
-        ({"dtype": "fp8"}, "--dtype"),
-        ({"tasks": ()}, "--tasks"),
-        ({"self_consistency": 5, "sc_temperature": 0.0}, "--sc-temperature"),
+        ({"limit": 0}, "limit"),
+        ({"self_consistency": 0}, "self_consistency"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"backend": "vllm"}, "backend"),
+        ({"dtype": "fp8"}, "dtype"),
+        ({"tasks": ()}, "tasks"),
+        ({"self_consistency": 5, "sc_temperature": 0.0}, "sc_temperature"),
     ],
 )
-def test_bad_values_name_their_flag(overrides, flag):
-    with pytest.raises(CotspecError, match=flag):
+def test_bad_values_name_their_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
         make(**overrides)
+    assert err.value.field == field and str(err.value).startswith(f"{field}: ")
 
 
 def test_backend_names_come_from_the_registry_and_settings_from_the_flags():
@@ -51,4 +52,16 @@ def test_identity_ignores_what_may_change_between_resumes():
 def test_every_field_has_help_text():
     docs = field_docs(EvalConfig)
     assert set(docs) == set(EvalConfig.__dataclass_fields__)
-    assert docs["limit"] == "Evaluate the first N examples of each task."
+    assert docs["limit"].startswith("Use only the first N questions of each task")
+
+
+def test_eval_and_sample_share_their_generation_settings(tmp_path):
+    from cotspec.teacher.config import SampleConfig
+
+    sample = SampleConfig(model="m", store=tmp_path / "s.db")
+    assert make().mode.value == "zero-shot"  # students are trained and evaluated zero-shot
+    for name in ("max_new_tokens", "seed", "batch_size", "concurrency", "dtype", "limit", "tasks", "backend"):
+        assert getattr(sample, name) == getattr(make(), name), name
+        assert field_docs(SampleConfig)[name] == field_docs(EvalConfig)[name]
+    # The backend follows the servers unless named.
+    assert make(base_urls=("http://a/v1",)).backend == "openai" and make().backend == "transformers"

@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable, Iterable, Iterator, Protocol, Sequence, cast
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,15 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise CotspecError(f"--max-tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
-            raise CotspecError(f"--temperature must be >= 0, got {self.temperature}")
+            raise ConfigError("temperature", f"must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise CotspecError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise ConfigError("top_p", f"must be in (0, 1], got {self.top_p}")
         if self.n < 1:
-            raise CotspecError(f"--n must be >= 1, got {self.n}")
+            raise ConfigError("n", f"must be >= 1, got {self.n}")
         if self.top_logprobs < 0:
-            raise CotspecError(f"--top-logprobs must be >= 0, got {self.top_logprobs}")
+            raise ConfigError("top_logprobs", f"must be >= 0, got {self.top_logprobs}")
 
     @property
     def greedy(self) -> bool:

@@ -2,59 +2,32 @@
 
     cotspec build --gold --limit 20 --data-dir ../shared/data --out runs/data-gold
     cotspec build --store runs/teacher.db --max-per-question 8 --weights 1,2,1,2 --out runs/data
+
+Its flags are the fields of `cotspec.formats.config.BuildConfig` (`cotspec.cli.options`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
-
 import typer
 
-from ..fieldhelp import field_docs
-from ..formats.config import BuildConfig, parse_formats, parse_weights
-from ..formats.templates import FORMATS
-from .main import app
-
-_doc = field_docs(BuildConfig)
+from ..formats.config import BuildConfig
+from .app import app
+from .options import config_command
 
 
-def _opt(name: str, *flags: str, **kwargs) -> typer.Option:  # type: ignore[valid-type]
-    return typer.Option(*flags, help=_doc[name], **kwargs)
-
-
-@app.command("build")
-def build_command(
-    out: Annotated[Path, _opt("out", "--out")],
-    store: Annotated[Optional[Path], _opt("store", "--store")] = None,
-    gold: Annotated[bool, _opt("gold", "--gold")] = False,
-    formats: Annotated[str, _opt("formats", "--formats")] = ",".join(FORMATS),
-    weights: Annotated[Optional[str], _opt("weights", "--weights")] = None,
-    shots: Annotated[int, _opt("shots", "--shots")] = 4,
-    seed: Annotated[int, _opt("seed", "--seed")] = 0,
-    limit: Annotated[Optional[int], _opt("limit", "--limit")] = None,
-    max_per_question: Annotated[Optional[int], _opt("max_per_question", "--max-per-question")] = None,
-    data_dir: Annotated[Optional[Path], _opt("data_dir", "--data-dir")] = None,
-) -> None:
+@config_command(app, "build", BuildConfig)
+def build_command(config: BuildConfig) -> None:
     """Build the training set (Arrow + build.json) from a sample store and/or GSM8K's own solutions."""
-    from ..formats.build import MANIFEST, build_training_data, load_training_data
+    from ..api import build
+    from ..formats.build import MANIFEST, load_training_data
 
-    config = BuildConfig(
-        out=out,
-        store=store,
-        gold=gold,
-        formats=parse_formats(formats),
-        weights=None if weights is None else parse_weights(weights),
-        shots=shots,
-        seed=seed,
-        limit=limit,
-        max_per_question=max_per_question,
-        data_dir=data_dir,
-    )
-    build_training_data(config)
-    _, manifest = load_training_data(out)
+    build(config)
+    _, manifest = load_training_data(config.out)
     typer.echo(_summary_table(manifest))
-    typer.echo(f"\nwrote {manifest['rows']} rows to {out} (content sha256 {manifest['content_sha256'][:16]}), manifest {out / MANIFEST}")
+    typer.echo(
+        f"\nwrote {manifest['rows']} rows to {config.out} (content sha256 {manifest['content_sha256'][:16]}), "
+        f"manifest {config.out / MANIFEST}"
+    )
 
 
 def _summary_table(manifest: dict) -> str:

@@ -1,4 +1,4 @@
-"""The `cotspec` command line: one typer app, one module per command, errors as one line.
+"""The `cotspec` command line: one typer app (`cotspec.cli.app`), one module per command, errors as one line.
 
     cotspec --help
 """
@@ -15,18 +15,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Sequence
 
-import typer
-
 from ..errors import CotspecError
-
-app = typer.Typer(
-    name="cotspec",
-    help="Specialize small language models for multi-step reasoning by distilling chain-of-thought.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
+from .app import app
 
 
 def _register_commands() -> None:
@@ -57,9 +47,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise
 
 
-if __name__ == "__main__":
-    # Run as `python -m cotspec.cli.main`, this file is `__main__`, a second copy of the module: the
-    # commands register on the imported `cotspec.cli.main.app`, so call through that one.
-    from cotspec.cli.main import main as _main
-
-    _main()
+if __name__ == "__main__":  # python -m cotspec.cli.main (e.g. under accelerate launch)
+    main()

@@ -1,7 +1,7 @@
 """`cotspec store stats|export`: read a sample store (never modifying it).
 
     cotspec store stats runs/teacher.db
-    cotspec store export runs/teacher.db --format parquet --out runs/train.parquet --dedup --max-per-question 8
+    cotspec store export runs/teacher.db --format parquet --file runs/train.parquet --dedup --max-per-question 8
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import CotspecError
+from ..config import render
+from ..errors import ConfigError, CotspecError
 from ..store import FORMATS, NothingToExport, RunConfig, SampleStore, StoreStats
-from .main import app
+from .app import app
 
 store_app = typer.Typer(help="Inspect and export a teacher sample store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -88,7 +89,15 @@ def stats_command(store: Annotated[Path, _STORE_ARG]) -> None:
 @store_app.command("export")
 def export_command(
     store: Annotated[Path, _STORE_ARG],
-    out: Annotated[Path, typer.Option("--out", help="File to write (replaced if it exists).")],
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--file",
+            help="File to write (replaced if it exists); a file, unlike the run directories other commands' --out name.",
+            show_default=False,
+        ),
+    ] = None,
+    out_alias: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
     fmt: Annotated[
         str, typer.Option("--format", help=f"Output format: {', '.join(FORMATS)} (both load with datasets).")
     ] = "jsonl",
@@ -103,6 +112,16 @@ def export_command(
     ] = None,
 ) -> None:
     """Write the (filtered) chains with their tokens and top-k log-probabilities as JSON Lines or Parquet."""
+    out = out or out_alias
+    if out is None:
+        raise CotspecError("--file is required: the file to write the chains to (e.g. --file runs/train.jsonl)")
+    try:
+        _export(store, out, fmt, correct_only, dedup, max_per_question)
+    except ConfigError as err:
+        raise render(err, lambda key: {"out": "--file", "fmt": "--format"}.get(key, "--" + key.replace("_", "-"))) from None
+
+
+def _export(store: Path, out: Path, fmt: str, correct_only: bool, dedup: bool, max_per_question: int | None) -> None:
     if fmt not in FORMATS:
         raise CotspecError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     with SampleStore.open(store) as opened:

@@ -2,28 +2,26 @@
 
     cotspec train --config configs/distill-gold.yaml --out runs/student train.lr=1e-4 data.limit=200
 
-Every field's docstring is its help text (`cotspec train --help` lists them all) and the comment above
-it in the resolved ``<out>/config.yaml``. Values are checked where they are read: an unknown key, a
-value of the wrong type and an out-of-range value are each one `CotspecError` line naming the key (and
-the file and line when it came from a file).
+The sections are the stages of the pipeline: teacher (`cotspec sample`'s settings), data (`cotspec
+build`'s, plus tokenization), student, loss, lora, train, eval (`cotspec eval`'s); `cotspec train` reads
+data..train, and the teacher and eval sections are for `cotspec run`. Every field's docstring is its
+help text (`cotspec train --help` lists them all) and the comment above it in the resolved
+``<out>/config.yaml``. Loading, coercion and errors are `cotspec.config`'s: an unknown key, a value of
+the wrong type and an out-of-range value are each one `CotspecError` line naming the key (and the file
+and line when it came from a file).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
-import textwrap
-import types
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, Sequence
 
-import yaml
-
-from ..errors import CotspecError
-from ..fieldhelp import field_docs
-from ..formats.templates import FORMATS
+from .. import config as _config
+from ..errors import ConfigError
+from ..evaluate.config import EvalConfig
+from ..formats.config import BuildSettings
+from ..teacher.config import SampleConfig
 
 
 @dataclass(frozen=True)
@@ -40,35 +38,16 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise CotspecError("student.model is empty: name a preset, a directory, a .gguf file or a hub id")
+            raise ConfigError("model", "is empty: name a preset, a directory, a .gguf file or a hub id")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """The training rows: a `cotspec build` output, or build settings to build one into <out>/data."""
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(BuildSettings):
+    """The training rows: a `cotspec build` output, or the build settings to build one into <out>/data."""
 
     path: Path | None = None
-    """A `cotspec build` output directory (--data). When unset, the run builds one into <out>/data from
-    the build keys below (gold, store, formats, ...)."""
-    gold: bool = False
-    """Build key: use GSM8K's human-written solutions as chains (no teacher needed, no log-probs)."""
-    store: Path | None = None
-    """Build key: sample store (.db) of teacher chains; its correct chains are used."""
-    formats: tuple[str, ...] = FORMATS
-    """Build key: data formats, comma-separated: zero_shot_answer, zero_shot_cot, in_context_answer,
-    in_context_cot."""
-    weights: tuple[float, ...] | None = None
-    """Build key: mixture weights, one per format in `formats` order (default: every row once)."""
-    shots: int = 4
-    """Build key: in-context exemplars per prompt."""
-    seed: int = 0
-    """Build key: seed of the exemplar draws and of the mixture's repeats/subsamples."""
-    limit: int | None = None
-    """Build key: use only the first N usable GSM8K training questions, for quick runs."""
-    max_per_question: int | None = None
-    """Build key: keep at most N store chains per question."""
-    data_dir: Path | None = None
-    """Build key: benchmark files; default $COTSPEC_DATA_DIR, else the user cache dir."""
+    """A `cotspec build` output directory (`cotspec train --data` sets it). When unset, the run builds one
+    into <out>/data from the build keys (gold, store, formats, ...), as `cotspec build` would."""
     max_length: int = 1024
     """Longest row kept, in student tokens: prompt + target for decoder-only students, each side for
     encoder-decoders. Longer rows are dropped (counted in the log), never truncated."""
@@ -79,15 +58,11 @@ class DataConfig:
     """Processes used to tokenize and align rows (once per dataset and tokenizer; then cached)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.path is not None and (self.gold or self.store is not None):
-            raise CotspecError("data.path is a finished build; drop data.gold / data.store, or drop data.path to build here")
-        for name in self.formats:
-            if name not in FORMATS:
-                raise CotspecError(f"data.formats: unknown format {name!r}; choose from {', '.join(FORMATS)}")
-        _at_least("data.max_length", self.max_length, 8)
-        _at_least("data.num_proc", self.num_proc, 1)
-        if self.limit is not None:
-            _at_least("data.limit", self.limit, 1)
+            raise ConfigError("path", "is a finished build; drop `gold` / `store`, or drop it to build here")
+        _at_least("max_length", self.max_length, 8)
+        _at_least("num_proc", self.num_proc, 1)
 
     @property
     def builds_here(self) -> bool:
@@ -100,11 +75,14 @@ class LossConfig:
 
     objective: Literal["kd", "ce"] = "kd"
     """kd: distribution matching on target tokens that carry the teacher's top-k (aligned to the
-    student's tokenizer), cross-entropy on all others (answer-only formats, gold chains, end of
-    sequence); ce: sample matching (cross-entropy) everywhere."""
+    student's tokenizer), mixed with cross-entropy by kd_weight; cross-entropy on all others
+    (answer-only formats, gold chains, rows without log-probs, end of sequence). ce: sample matching,
+    cross-entropy on every target token; the teacher's top-k is never tokenized, so kd_weight,
+    divergence, forward_mode, support, beta and top_k have no effect."""
     kd_weight: float = 1.0
-    """On tokens with teacher top-k: (1 - w) * cross-entropy + w * divergence. 1 is the paper's pure
-    distribution matching."""
+    """kd only. On tokens with teacher top-k: (1 - w) * cross-entropy + w * divergence; tokens without
+    are cross-entropy whatever w. 1 is the paper's pure distribution matching; 0 trains as ce does but
+    still aligns the teacher's top-k (objective ce skips that work)."""
     divergence: Literal["forward_kl", "reverse_kl", "generalized_jsd"] = "forward_kl"
     """Divergence to the teacher: forward_kl (the paper's), reverse_kl, or generalized_jsd (GKD)."""
     forward_mode: Literal["unnormalized", "renormalized", "tail"] = "unnormalized"
@@ -122,13 +100,13 @@ class LossConfig:
     FSDP / DeepSpeed."""
 
     def __post_init__(self) -> None:
-        _at_least("loss.chunk_tokens", self.chunk_tokens, 0)
+        _at_least("chunk_tokens", self.chunk_tokens, 0)
         if not 0.0 <= self.kd_weight <= 1.0:
-            raise CotspecError(f"loss.kd_weight must be in [0, 1], got {self.kd_weight}")
+            raise ConfigError("kd_weight", f"must be in [0, 1], got {self.kd_weight}")
         if not 0.0 < self.beta < 1.0:
-            raise CotspecError(f"loss.beta must be in (0, 1), got {self.beta}")
+            raise ConfigError("beta", f"must be in (0, 1), got {self.beta}")
         if self.top_k is not None:
-            _at_least("loss.top_k", self.top_k, 1)
+            _at_least("top_k", self.top_k, 1)
 
 
 @dataclass(frozen=True)
@@ -147,11 +125,11 @@ class LoraConfig:
     """Modules that get adapters, comma-separated names (q_proj,v_proj), or all-linear."""
 
     def __post_init__(self) -> None:
-        _at_least("lora.r", self.r, 1)
+        _at_least("r", self.r, 1)
         if not 0.0 <= self.dropout < 1.0:
-            raise CotspecError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
-            raise CotspecError("lora.target_modules is empty: name modules (q_proj,v_proj) or all-linear")
+            raise ConfigError("target_modules", "is empty: name modules (q_proj,v_proj) or all-linear")
 
 
 @dataclass(frozen=True)
@@ -201,55 +179,68 @@ class TrainConfig:
     """DataLoader worker processes (0 collates in the training process)."""
 
     def __post_init__(self) -> None:
-        _at_least("train.global_batch_size", self.global_batch_size, 1)
-        _at_least("train.micro_batch_size", self.micro_batch_size, 1)
+        _at_least("global_batch_size", self.global_batch_size, 1)
+        _at_least("micro_batch_size", self.micro_batch_size, 1)
         if self.global_batch_size % self.micro_batch_size:
-            raise CotspecError(
-                f"train.global_batch_size={self.global_batch_size} is not a multiple of "
-                f"train.micro_batch_size={self.micro_batch_size}"
+            raise ConfigError(
+                "global_batch_size",
+                f"{self.global_batch_size} is not a multiple of `micro_batch_size` ({self.micro_batch_size})",
             )
         if not self.lr > 0:
-            raise CotspecError(f"train.lr must be > 0, got {self.lr}")
-        _at_least("train.warmup_steps", self.warmup_steps, 0)
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        _at_least("warmup_steps", self.warmup_steps, 0)
         if self.weight_decay < 0:
-            raise CotspecError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm < 0:
-            raise CotspecError(f"train.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+            raise ConfigError("max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         if not self.epochs > 0:
-            raise CotspecError(f"train.epochs must be > 0, got {self.epochs}")
+            raise ConfigError("epochs", f"must be > 0, got {self.epochs}")
         if self.max_steps is not None:
-            _at_least("train.max_steps", self.max_steps, 1)
-        _at_least("train.save_every", self.save_every, 1)
+            _at_least("max_steps", self.max_steps, 1)
+        _at_least("save_every", self.save_every, 1)
         if self.save_total_limit is not None:
-            _at_least("train.save_total_limit", self.save_total_limit, 1)
-        _at_least("train.log_every", self.log_every, 1)
-        _at_least("train.num_workers", self.num_workers, 0)
+            _at_least("save_total_limit", self.save_total_limit, 1)
+        _at_least("log_every", self.log_every, 1)
+        _at_least("num_workers", self.num_workers, 0)
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """A distillation run: the student, its data, the loss, adapters, and how to train."""
+    """A run of the pipeline: teacher sampling, the data, the student, its loss, adapters, training, eval."""
 
     out: Path | None = None
-    """Run directory (--out): config.yaml, checkpoint-<step>/, the final model in model/, logs."""
-    student: StudentConfig = field(default_factory=StudentConfig)
+    """Run directory (`cotspec train --out`): config.yaml, checkpoint-<step>/, the final model in model/,
+    logs."""
+    teacher: SampleConfig | None = None
+    """Teacher sampling (`cotspec sample`'s settings), read by `cotspec run`; `cotspec train` ignores it."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The training rows (`cotspec build`'s settings, plus tokenization)."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """The model being trained."""
     loss: LossConfig = field(default_factory=LossConfig)
+    """Sample matching or distribution matching."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """Low-rank adapters instead of full fine-tuning."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimization, batching, precision, checkpoints and logging."""
+    eval: EvalConfig | None = None
+    """Evaluation of the student (`cotspec eval`'s settings), read by `cotspec run`; `cotspec train`
+    ignores it."""
 
     def require_out(self) -> Path:
         if self.out is None:
-            raise CotspecError("out is not set: pass --out DIR (or `out:` in the config file)")
+            raise ConfigError("out", "is not set: give the run directory")
         return Path(self.out)
 
 
 SECTIONS: dict[str, type] = {
-    "student": StudentConfig,
+    "teacher": SampleConfig,
     "data": DataConfig,
+    "student": StudentConfig,
     "loss": LossConfig,
     "lora": LoraConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
 }
 
 # Keys that may change when a run resumes: they decide how long, how often and where, not what is trained.
@@ -260,14 +251,13 @@ RESUMABLE_CHANGES = frozenset(
         "train.report_to", "train.num_workers",
     }
 )
+NOT_TRAINED_SECTIONS = ("teacher", "eval")
+"""Sections `cotspec train` does not read: changing them never blocks resuming a training run."""
 
 
 def _at_least(key: str, value: int, minimum: int) -> None:
     if value < minimum:
-        raise CotspecError(f"{key} must be >= {minimum}, got {value}")
-
-
-# --- loading -----------------------------------------------------------------------------------------
+        raise ConfigError(key, f"must be >= {minimum}, got {value}")
 
 
 def load_config(
@@ -276,248 +266,30 @@ def load_config(
     flags: Mapping[str, tuple[Any, str]] | None = None,
 ) -> DistillConfig:
     """The config of a run: defaults, then the YAML file, then command-line `flags` (dotted key ->
-    (value or None, flag name), e.g. ``{"data.path": (path, "--data")}``), then the ``key=value``
-    overrides, each later one winning. Values are coerced to the field's type."""
-    tree: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    source = "config"
-    if path is not None:
-        source = str(path)
-        tree, lines = _read_yaml(Path(path))
-    where: dict[str, str] = {key: f"{source}:{line}" for key, line in lines.items()}
-    for key, (value, flag) in (flags or {}).items():
-        if value is not None:
-            _set_dotted(tree, key, value)
-            _blame(where, key, flag)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CotspecError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        _set_dotted(tree, key, value)
-        _blame(where, key, f"override {item!r}")
-    return _build(DistillConfig, tree, prefix="", where=where, source=source)
-
-
-def _blame(where: dict[str, str], key: str, source: str) -> None:
-    """Record `source` for `key` and for each section on its path (an unknown section is reported there)."""
-    parts = key.split(".")
-    for i in range(1, len(parts)):
-        where[".".join(parts[:i])] = source
-    where[key] = source
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CotspecError(f"--config {path}: no such file") from None
-    try:
-        tree = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        raise CotspecError(f"{path}{at}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if tree is None:
-        return {}, {}
-    if not isinstance(tree, dict):
-        raise CotspecError(f"{path}: the config must be a mapping of sections (student:, data:, ...), got {type(tree).__name__}")
-    return tree, _key_lines(node)
-
-
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Dotted key -> 1-based line of that key in the YAML text (for error messages)."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
-    return lines
-
-
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def _build(cls: type, tree: Mapping[str, Any], *, prefix: str, where: Mapping[str, str], source: str) -> Any:
-    hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for name, value in tree.items():
-        key = f"{prefix}{name}"
-        if name not in names:
-            raise CotspecError(f"{where.get(key, source)}: unknown key '{key}'{_suggest(str(name), names, prefix)}")
-        hint = hints[name]
-        if isinstance(hint, type) and is_dataclass(hint):
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise CotspecError(f"{where.get(key, source)}: '{key}' is a section; give its keys ({key}.<key>=...)")
-            kwargs[name] = _build(hint, value, prefix=key + ".", where=where, source=source)
-        else:
-            kwargs[name] = _coerce(value, hint, key, where.get(key, source))
-    return cls(**kwargs)
-
-
-def _suggest(name: str, names: Sequence[str], prefix: str) -> str:
-    close = difflib.get_close_matches(name, names, n=1)
-    if close:
-        return f"; did you mean '{prefix}{close[0]}'?"
-    return f"; known keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"null", "none", "~", ""}
-
-
-def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
-    """`value` as the type `hint` says, or a one-line CotspecError naming `key`."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
-            if type(None) in args:
-                return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key, where)
-    if origin is Literal:
-        if value in args:
-            return value
-        raise CotspecError(f"{where}: {key} must be one of {', '.join(map(str, args))}; got {value!r}")
-    if origin is tuple:
-        item = args[0]
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            items = [items]
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, item, key, where) for v in items if v != "")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (str, int)) and str(value).strip().lower() in _TRUE | _FALSE:
-            return str(value).strip().lower() in _TRUE
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        number = _as_float(value)
-        if number is not None:
-            # inf and nan parse as floats but no key means them: an infinite learning rate trains NaNs.
-            if not math.isfinite(number):
-                raise CotspecError(f"{where}: {key} must be a finite number, got {value!r}")
-            return number
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif hint is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value).expanduser()
-    else:  # pragma: no cover - a field type this loader does not know is a bug, not a user error
-        raise TypeError(f"{key}: unsupported config field type {hint!r}")
-    raise CotspecError(f"{where}: {key} must be {_type_name(hint)}, got {value!r}")
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _type_name(hint: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
-        hint, str(hint)
-    )
-
-
-# --- writing ---------------------------------------------------------------------------------------
+    (value or None, flag name)), then the ``key=value`` overrides, each later one winning
+    (`cotspec.config.load`)."""
+    return _config.load(DistillConfig, path, overrides, flags)
 
 
 def flatten(config: DistillConfig) -> dict[str, Any]:
     """Dotted key -> plain value (str paths, lists for tuples): what config.yaml holds."""
-    flat: dict[str, Any] = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if is_dataclass(value):
-            for sub in fields(value):
-                flat[f"{f.name}.{sub.name}"] = _plain(getattr(value, sub.name))
-        else:
-            flat[f.name] = _plain(value)
-    return flat
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
+    return _config.flatten(config)
 
 
 def to_yaml(config: DistillConfig, *, comments: bool = True) -> str:
     """The config as YAML that `load_config` reads back to an equal config; field docs as comments."""
-    out: list[str] = []
-
-    def emit(key: str, value: Any, doc: str | None, indent: str) -> None:
-        if comments and doc:
-            width = 100 - len(indent) - 2
-            out.extend(f"{indent}# {line}" for line in textwrap.wrap(doc, width))
-        out.append(f"{indent}{key}: {_yaml_scalar(value)}")
-
-    top_docs = field_docs(DistillConfig)
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if is_dataclass(value):
-            out.append("")
-            if comments and type(value).__doc__:
-                out.append(f"# {type(value).__doc__.strip()}")
-            out.append(f"{f.name}:")
-            docs = field_docs(type(value))
-            for sub in fields(value):
-                emit(sub.name, _plain(getattr(value, sub.name)), docs.get(sub.name), "  ")
-        else:
-            emit(f.name, _plain(value), top_docs.get(f.name), "")
-    return "\n".join(out).lstrip("\n") + "\n"
-
-
-def _yaml_scalar(value: Any) -> str:
-    # Dumped as a one-item flow list and unwrapped: plain safe_dump of a scalar appends "...".
-    return yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()[1:-1]
+    return _config.to_yaml(config, comments=comments)
 
 
 def help_lines() -> list[tuple[str, str, str]]:
     """(dotted key, default, doc) for every key, for `cotspec train --help`."""
-    rows = [("out", "null", field_docs(DistillConfig)["out"])]
-    for section, cls in SECTIONS.items():
-        docs = field_docs(cls)
-        default = cls()
-        for f in fields(cls):
-            rows.append((f"{section}.{f.name}", _yaml_scalar(_plain(getattr(default, f.name))), docs.get(f.name, "")))
-    return rows
+    return _config.help_lines(DistillConfig)
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Flattened keys whose values differ, ignoring those a resumed run may change."""
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+    return _config.differing_keys(old, new, _resumable)
 
+
+def _resumable(key: str) -> bool:
+    return key in RESUMABLE_CHANGES or key.split(".", 1)[0] in NOT_TRAINED_SECTIONS

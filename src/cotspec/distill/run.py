@@ -16,14 +16,13 @@ import gc
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..progress import quiet_transformers_bars
 from ..tasks.outputs import _check_can_write_in, writing_output
 from .config import DistillConfig, DataConfig, TrainConfig, differing_keys, flatten, load_config, to_yaml
@@ -193,8 +192,8 @@ def _checkpoint_to_resume(config: DistillConfig, out: Path) -> Path | None:
     if earlier is None:
         return None
     if not config.train.resume:
-        raise CotspecError(
-            f"--out {out} already holds {earlier}; pass train.resume=true to continue that run, or choose a new --out"
+        raise ConfigError(
+            "out", f"{out} already holds {earlier}; set `train.resume` to true to continue that run, or choose a new run directory"
         )
     saved = out / CONFIG_FILE
     if saved.is_file():
@@ -202,9 +201,10 @@ def _checkpoint_to_resume(config: DistillConfig, out: Path) -> Path | None:
         changed = differing_keys(before, now)
         if changed:
             key = changed[0]
-            raise CotspecError(
-                f"--out {out} holds a run with {key}={before.get(key)!r}, now {now.get(key)!r}; "
-                "resume with the same settings or choose a new --out"
+            raise ConfigError(
+                "out",
+                f"{out} holds a run with {key}={before.get(key)!r}, now {now.get(key)!r}; "
+                "resume with the same settings or choose a new run directory",
             )
     return newest_complete_checkpoint(out)
 
@@ -245,8 +245,8 @@ def _finished_line(config: DistillConfig, out: Path, steps: int) -> str:
     train = config.train
     limit = f"train.max_steps={train.max_steps}" if train.max_steps is not None else f"train.epochs={train.epochs:g}"
     return (
-        f"--out {out}: training finished at step {steps} ({limit}); nothing to do. Raise train.max_steps or "
-        "train.epochs to train further, or choose a new --out"
+        f"{out}: training finished at step {steps} ({limit}); nothing to do. Raise train.max_steps or "
+        "train.epochs to train further, or choose a new run directory (out)"
     )
 
 
@@ -262,8 +262,8 @@ def _prepare_run_dir(config: DistillConfig, out: Path) -> list[str]:
     """Create `out`, clear what killed runs left there and write config.yaml (main process). Returns the
     incomplete checkpoints removed."""
     if out.exists() and not out.is_dir():
-        raise CotspecError(f"--out {out} is a file; give a directory for the training run")
-    _check_can_write_in(out, "--out", out)  # under a file, read-only media, no permission
+        raise ConfigError("out", f"{out} is a file; give a directory for the training run")
+    _check_can_write_in(out, "out", out)  # under a file, read-only media, no permission
     with writing_output(out):
         out.mkdir(parents=True, exist_ok=True)
         removed = remove_leftovers(out)
@@ -282,22 +282,9 @@ def resolve_rows(data: DataConfig, out: Path) -> tuple[Any, dict]:
         rows, manifest = load_training_data(data.path)
         return rows["train"], manifest
     try:
-        build = BuildConfig(
-            out=out / DATA_DIR,
-            store=data.store,
-            gold=data.gold,
-            formats=data.formats,
-            weights=data.weights,
-            shots=data.shots,
-            seed=data.seed,
-            limit=data.limit,
-            max_per_question=data.max_per_question,
-            data_dir=data.data_dir,
-        )
-    except CotspecError as err:
-        # BuildConfig names `cotspec build` flags; here they are config keys.
-        message = re.sub(r"--([a-z][a-z-]*)", lambda m: "data." + m.group(1).replace("-", "_"), str(err))
-        raise CotspecError(message.replace("data.store run.db", "data.store=run.db")) from None
+        build = BuildConfig(out=out / DATA_DIR, **data.build_settings())
+    except ConfigError as err:
+        raise err.within("data") from None
     manifest_path = out / DATA_DIR / "build.json"
     if manifest_path.is_file():
         rows, manifest = load_training_data(out / DATA_DIR)
@@ -315,7 +302,7 @@ def _tokenize(config: DistillConfig, rows: Any, manifest: dict, student: Any) ->
         is_seq2seq=student.is_seq2seq,
         keeps_newlines=student.keeps_newlines,
         max_length=config.data.max_length,
-        with_teacher=config.loss.objective == "kd",
+        objective=config.loss.objective,  # takes effect here only: ce rows carry no teacher top-k
         top_k=config.loss.top_k,
     )
     return tokenize_rows(

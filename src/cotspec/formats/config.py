@@ -1,23 +1,25 @@
-"""What a training-data build is: one dataclass, checked on construction, recorded in build.json."""
+"""What a training-data build is: one dataclass, checked on construction, recorded in build.json.
+
+`BuildSettings` is the one home of the build settings: `BuildConfig` (`cotspec build`) adds where the
+build is written, `cotspec.distill.config.DataConfig` (the ``data:`` section of a training or pipeline
+config) adds the tokenization settings and builds into ``<out>/data``.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from ..errors import CotspecError
+from ..errors import ConfigError
 from .templates import FORMATS, IN_CONTEXT_FORMATS
 
 
-@dataclass(frozen=True)
-class BuildConfig:
-    """Settings of `cotspec build`. Each field is one flag; the checks name the flag."""
+@dataclass(frozen=True, kw_only=True)
+class BuildSettings:
+    """Which chains, in which formats and mixture: the settings a build is made from (its build.json)."""
 
-    out: Path
-    """Output directory: the dataset (`datasets.load_from_disk`) and its build.json manifest. A previous
-    build there is replaced; a directory holding anything else (a training or eval run, other files) is
-    refused, so nothing the build did not write is ever deleted."""
     store: Path | None = None
     """Sample store (.db) of teacher chains: its correct chains are used, exact duplicates dropped."""
     gold: bool = False
@@ -26,7 +28,7 @@ class BuildConfig:
     """Data formats to build, comma-separated (or `all`): zero_shot_answer, zero_shot_cot,
     in_context_answer, in_context_cot."""
     weights: tuple[float, ...] | None = None
-    """Mixture weights, comma-separated, one per format in --formats order: format f gets w_f / sum(w) of
+    """Mixture weights, comma-separated, one per format in `formats` order: format f gets w_f / sum(w) of
     the rows (the total stays the unweighted total; rows are repeated or subsampled, seeded). Default:
     every row once."""
     shots: int = 4
@@ -41,39 +43,52 @@ class BuildConfig:
     """Benchmark files (GSM8K train set, dev split); default $COTSPEC_DATA_DIR, else the user cache dir."""
 
     def __post_init__(self) -> None:
-        if self.store is None and not self.gold:
-            raise CotspecError("nothing to build from: pass --store run.db (teacher chains) and/or --gold (GSM8K's own solutions)")
-        if self.store is not None:
-            store = Path(self.store)
-            if not store.exists():
-                raise CotspecError(f"--store {store}: no such file; pass the .db file `cotspec sample --store` wrote")
-            if store.is_dir():
-                raise CotspecError(f"--store {store}: is a directory; pass the sample store's .db file")
+        if self.formats == ("all",):
+            object.__setattr__(self, "formats", FORMATS)
         if not self.formats:
-            raise CotspecError(f"--formats is empty: name at least one of {', '.join(FORMATS)}")
+            raise ConfigError("formats", f"is empty: name at least one of {', '.join(FORMATS)}")
         for name in self.formats:
             if name not in FORMATS:
-                raise CotspecError(f"--formats: unknown format {name!r}; choose from {', '.join(FORMATS)}")
+                raise ConfigError("formats", f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
         if len(set(self.formats)) != len(self.formats):
-            raise CotspecError(f"--formats names a format twice: {','.join(self.formats)}")
+            raise ConfigError("formats", f"names a format twice: {','.join(self.formats)}")
         if self.weights is not None:
             if len(self.weights) != len(self.formats):
-                raise CotspecError(
-                    f"--weights has {len(self.weights)} values but --formats names {len(self.formats)} formats "
-                    f"({','.join(self.formats)}); give one weight per format, in the same order"
+                raise ConfigError(
+                    "weights",
+                    f"has {len(self.weights)} values but `formats` names {len(self.formats)} formats "
+                    f"({','.join(self.formats)}); give one weight per format, in the same order",
                 )
             for fmt, weight in zip(self.formats, self.weights):
                 if not (math.isfinite(weight) and weight > 0):
-                    raise CotspecError(f"--weights: the weight of {fmt} must be a positive number, got {weight}; drop the format from --formats instead of weighting it 0")
+                    raise ConfigError(
+                        "weights",
+                        f"the weight of {fmt} must be a positive number, got {weight}; drop the format from "
+                        "`formats` instead of weighting it 0",
+                    )
         if self.shots < 1 and IN_CONTEXT_FORMATS & set(self.formats):
-            raise CotspecError(f"--shots must be >= 1 for the in-context formats, got {self.shots}")
+            raise ConfigError("shots", f"must be >= 1 for the in-context formats, got {self.shots}")
         if self.limit is not None and self.limit < 1:
-            raise CotspecError(f"--limit must be >= 1, got {self.limit}")
-        if self.max_per_question is not None:
-            if self.max_per_question < 1:
-                raise CotspecError(f"--max-per-question must be >= 1, got {self.max_per_question}")
-            if self.store is None:
-                raise CotspecError("--max-per-question limits store chains; it needs --store")
+            raise ConfigError("limit", f"must be >= 1, got {self.limit}")
+        if self.max_per_question is not None and self.max_per_question < 1:
+            raise ConfigError("max_per_question", f"must be >= 1, got {self.max_per_question}")
+
+    def check_sources(self) -> None:
+        """ConfigError unless there is something to build from (checked when a build is about to run)."""
+        if self.store is None and not self.gold:
+            raise ConfigError("store", "nothing to build from: give `store` (a sample store of teacher chains) and/or `gold` (GSM8K's own solutions)")
+        if self.store is not None:
+            store = Path(self.store)
+            if not store.exists():
+                raise ConfigError("store", f"{store}: no such file; give the .db file `cotspec sample` wrote")
+            if store.is_dir():
+                raise ConfigError("store", f"{store}: is a directory; give the sample store's .db file")
+        if self.max_per_question is not None and self.store is None:
+            raise ConfigError("max_per_question", "limits store chains; it needs `store`")
+
+    def build_settings(self) -> dict[str, Any]:
+        """The `BuildSettings` fields of this config, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(BuildSettings)}
 
     @property
     def weight_of(self) -> dict[str, float] | None:
@@ -93,6 +108,20 @@ class BuildConfig:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig(BuildSettings):
+    """Settings of `cotspec build`: the build settings and where the build goes."""
+
+    out: Path
+    """Output directory: the dataset (`datasets.load_from_disk`) and its build.json manifest. A previous
+    build there is replaced; a directory holding anything else (a training or eval run, other files) is
+    refused, so nothing the build did not write is ever deleted."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_sources()
+
+
 def parse_formats(text: str) -> tuple[str, ...]:
     """`"zero_shot_cot,in_context_cot"` -> a tuple of names (checked by BuildConfig). `all` is every format."""
     names = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -100,11 +129,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
-    """`"1,1,2,2"` -> floats; CotspecError naming --weights for anything that is not a number."""
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise CotspecError(f"--weights must be comma-separated numbers, one per format (e.g. 1,1,2,2); got {part!r} in {text!r}") from None
-    return tuple(values)
+    """`"1,1,2,2"` -> floats; ConfigError on `weights` for anything that is not a number."""
+    from ..config import coerce
+
+    return coerce(text, tuple[float, ...], "weights")
