@@ -226,6 +226,6 @@ def test_registry_names_the_backend_and_rejects_unknown_names():
         get_backend_class("vllm")
 
 
-def test_bad_batch_size_names_the_flag(llama):
-    with pytest.raises(CotspecError, match="--batch-size"):
+def test_bad_batch_size_names_the_field(llama):
+    with pytest.raises(CotspecError, match="^batch_size: must be >= 1, got 0$"):
         TransformersBackend(llama, batch_size=0)

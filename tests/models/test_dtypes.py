@@ -28,14 +28,14 @@ def test_explicit_dtypes(name, expected):
 
 
 def test_unknown_dtype_names_the_flag_and_the_choices():
-    with pytest.raises(CotspecError, match="--dtype must be one of auto, float32, bfloat16, float16; got 'int4'"):
+    with pytest.raises(CotspecError, match="^dtype: must be one of auto, float32, bfloat16, float16; got 'int4'$"):
         dtypes.resolve_dtype("int4", torch.device("cpu"))
 
 
 def test_device_defaults_and_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert dtypes.resolve_device(None) == torch.device("cpu")
-    with pytest.raises(CotspecError, match="--device cuda: no CUDA GPU"):
+    with pytest.raises(CotspecError, match="^device: cuda: no CUDA GPU"):
         dtypes.resolve_device("cuda")
-    with pytest.raises(CotspecError, match="--device: 'gpu0' is not a device"):
+    with pytest.raises(CotspecError, match="^device: 'gpu0' is not a device"):
         dtypes.resolve_device("gpu0")

@@ -74,6 +74,6 @@ def test_export_refuses_to_overwrite_the_store_and_unknown_formats(filled_store,
     with SampleStore.open(path) as store:
         with pytest.raises(CotspecError, match="is the sample store itself"):
             store.export(path, "jsonl")
-        with pytest.raises(CotspecError, match="--format must be one of jsonl, parquet"):
+        with pytest.raises(CotspecError, match="^format: must be one of jsonl, parquet"):
             store.export(tmp_path / "x.csv", "csv")
     assert not list(tmp_path.glob(".x.csv*"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 
 from cotspec.errors import CotspecError
 from cotspec.store import SampleStore
+from cotspec.store.records import RunConfig
 from cotspec.store.schema import SCHEMA_VERSION
 from support.sample_rows import examples, make_row, run_config
 
@@ -136,7 +138,7 @@ def test_iteration_filters_dedup_caps_and_keeps_dataset_order(tmp_path):
     assert keys(correct_only=True, dedup=True) == [(q2, 3), (q10, 0), (q10, 3)]
     assert keys(correct_only=True, dedup=True, max_per_question=1) == [(q2, 3), (q10, 0)]
     assert keys(max_per_question=2) == [(q2, 0), (q2, 3), (q10, 0), (q10, 1)]
-    with pytest.raises(CotspecError, match="--max-per-question"):
+    with pytest.raises(CotspecError, match="^max_per_question: must be >= 1"):
         keys(max_per_question=0)
     store.close()
 
@@ -154,10 +156,10 @@ def test_same_config_reuses_the_run_and_a_different_one_is_refused(tmp_path):
     with SampleStore.open(path, writable=True) as store:
         with pytest.raises(CotspecError, match=r"temperature=0\.5 but this run has temperature=0\.7") as err:
             store.register_run(run_config(temperature=0.7))
-        assert "--allow-mixed-runs" in str(err.value) and "\n" not in str(err.value)
-        with pytest.raises(CotspecError, match=r"teacher='teacher-7b' but this run has teacher='other'.*--model"):
+        assert err.value.field == "store" and "set `allow_mixed_runs`" in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises(CotspecError, match=r"teacher='teacher-7b' but this run has teacher='other' \(set by `model`\)"):
             store.register_run(run_config(teacher="other"))
-        with pytest.raises(CotspecError, match=r"prompt_sha256=.*--prompt-file"):
+        with pytest.raises(CotspecError, match=r"prompt_sha256=.*\(set by `prompt_file`, `exemplars` or `shots`\)"):
             store.register_run(run_config(prompt="file mine.txt", prompt_sha256="b" * 64))
         mixed = store.register_run(run_config(temperature=0.7), allow_mixed=True)
         assert mixed != run_id
@@ -310,3 +312,21 @@ def test_unmerged_log_on_read_only_media_says_what_to_do(tmp_path, unwritable_di
     unwritable_dirs(media)
     with pytest.raises(CotspecError, match=r"run\.db: its directory is read-only and run\.db-wal holds commits not yet merged"):
         SampleStore.open(media / "run.db")
+
+
+def test_the_seed_is_recorded_and_another_seed_is_a_new_run_not_a_conflict(tmp_path):
+    path = tmp_path / "run.db"
+    with SampleStore.open(path, writable=True) as store:
+        first = store.register_run(run_config(seed=0))
+        store.add_questions(examples(1))
+        store.add(make_row("gsm8k/train/0", 0, run_id=first))
+        second = store.register_run(run_config(seed=1))  # same distribution: no allow_mixed needed
+        assert second != first
+        assert store.register_run(run_config(seed=0)) == first
+        assert {run.seed for run in store.runs().values()} == {0, 1}
+
+
+def test_a_run_stored_before_seeds_were_recorded_reads_back_with_no_seed():
+    stored = json.loads(run_config(seed=3).to_json())
+    del stored["seed"]
+    assert RunConfig.from_json(json.dumps(stored)).seed is None

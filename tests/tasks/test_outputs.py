@@ -1,4 +1,4 @@
-"""`--out` checks shared by eval, build and store export: writable, and holding only the command's own files.
+"""Output-path checks (the `out` setting) shared by eval, build and store export: writable, and holding only the command's own files.
 
 Read-only media are simulated by patching `os.access` for one directory (tests run as root, for whom
 permission bits stop nothing); tests/cli/test_faults_eval_build_store.py runs the same refusals against
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cotspec.errors import CotspecError
+from cotspec.errors import ConfigError, CotspecError
 from cotspec.tasks import outputs
 from cotspec.tasks.outputs import BUILD_OUTPUT, EVAL_OUTPUT, check_output_dir, check_output_file, writing_output
 
@@ -43,7 +43,7 @@ def test_a_new_directory_under_writable_ones_is_fine(tmp_path):
 def test_a_file_is_not_an_output_directory(tmp_path, check):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    with pytest.raises(CotspecError, match=rf"^--out {path} is a file; give a directory"):
+    with pytest.raises(CotspecError, match=rf"^out: {path} is a file; give a directory"):
         check(path)
 
 
@@ -51,7 +51,7 @@ def test_a_file_is_not_an_output_directory(tmp_path, check):
 def test_nothing_can_be_created_under_a_file(tmp_path, check):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    with pytest.raises(CotspecError, match=rf"^--out {path}/x/y: {path} is a file, so nothing can be created under it"):
+    with pytest.raises(CotspecError, match=rf"^out: {path}/x/y: {path} is a file, so nothing can be created under it"):
         check(path / "x" / "y")
 
 
@@ -60,7 +60,7 @@ def test_a_directory_nobody_may_write_is_refused(tmp_path, read_only):
     media.mkdir()
     read_only(media)
     for check in (lambda p: check_output_dir(p, EVAL_OUTPUT), check_output_file):
-        with pytest.raises(CotspecError, match=rf"^--out {media}/new/run: {media} is not writable \(read-only media"):
+        with pytest.raises(CotspecError, match=rf"^out: {media}/new/run: {media} is not writable \(read-only media"):
             check(media / "new" / "run")
 
 
@@ -112,11 +112,22 @@ def test_foreign_outputs_are_named_by_their_command(tmp_path):
 
 
 def test_a_directory_is_not_an_output_file(tmp_path):
-    with pytest.raises(CotspecError, match=rf"^--out {tmp_path} is a directory; give a file name such as {tmp_path}/c\.parquet$"):
+    with pytest.raises(CotspecError, match=rf"^out: {tmp_path} is a directory; give a file name such as {tmp_path}/c\.parquet$"):
         check_output_file(tmp_path, example_name="c.parquet")
 
 
 def test_write_errors_become_one_line(tmp_path):
-    with pytest.raises(CotspecError, match=r"^--out x\.jsonl: cannot write the output: No space left on device \(/d/x\)"):
+    with pytest.raises(CotspecError, match=r"^out: x\.jsonl: cannot write the output: No space left on device \(/d/x\)"):
         with writing_output(Path("x.jsonl")):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/d/x")
+
+
+def test_errors_name_the_setting_not_a_flag(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(ConfigError) as err:
+        check_output_dir(path, EVAL_OUTPUT, field="model_dir")
+    assert err.value.field == "model_dir" and err.value.message.startswith(f"{path} is a file")
+    with pytest.raises(ConfigError) as err:
+        check_output_file(path / "x", field="--out")  # a flag spelling from an older caller maps to the field
+    assert err.value.field == "out" and "--" not in str(err.value)

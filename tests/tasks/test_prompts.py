@@ -92,11 +92,11 @@ def test_user_exemplar_file_and_errors(data_dir: Path, tmp_path: Path, janet: Ex
         math_prompter(data_dir, PromptSpec(exemplars=str(bad)))
     with pytest.raises(CotspecError, match="neither a known name \\(original, complex\\) nor an existing file"):
         math_prompter(data_dir, PromptSpec(exemplars="hardest"))
-    with pytest.raises(CotspecError, match="--shots 9 asks for more exemplars than original has \\(8\\)"):
+    with pytest.raises(CotspecError, match="^shots: 9 asks for more exemplars than original has \\(8\\)"):
         math_prompter(data_dir, PromptSpec(shots=9))
-    with pytest.raises(CotspecError, match="--shots must be >= 1"):
+    with pytest.raises(CotspecError, match="^shots: must be >= 1"):
         math_prompter(data_dir, PromptSpec(shots=0))
-    with pytest.raises(CotspecError, match="apply to few-shot prompts only"):
+    with pytest.raises(CotspecError, match="^shots: applies to few-shot prompts only"):
         math_prompter(data_dir, PromptSpec(mode=Mode.ZERO_SHOT, shots=4))
 
 
@@ -163,7 +163,7 @@ def test_bbh_prompt_files_all_parse_and_round_trip(data_dir: Path) -> None:
 def test_bbh_prompt_errors(data_dir: Path, date_example: Example, tmp_path: Path) -> None:
     with pytest.raises(CotspecError, match="zero-shot answer-only prompts are not supported for bbh:date_understanding"):
         bbh_prompter("date_understanding", data_dir, PromptSpec(mode=Mode.ZERO_SHOT, cot=False))
-    with pytest.raises(CotspecError, match="--exemplars applies to math tasks"):
+    with pytest.raises(CotspecError, match="^exemplars: applies to math tasks"):
         bbh_prompter("date_understanding", data_dir, PromptSpec(exemplars="complex"))
     with pytest.raises(CotspecError, match="more exemplars than bbh:date_understanding has \\(3\\)"):
         bbh_prompter("date_understanding", data_dir, PromptSpec(shots=4))

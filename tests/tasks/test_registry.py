@@ -49,7 +49,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
         get_task("bbh:snark")
     with pytest.raises(CotspecError, match="bbh is a group of 27 tasks, not one task"):
         get_task("bbh")
-    with pytest.raises(CotspecError, match="no task named"):
+    with pytest.raises(CotspecError, match="^tasks: names no task"):
         resolve_tasks(" , ")
 
 

@@ -70,7 +70,7 @@ def test_bad_lines_name_line_and_field(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path, data_dir: Path) -> None:
-    with pytest.raises(CotspecError, match=r"task file .*nope\.jsonl does not exist \(from --tasks jsonl:"):
+    with pytest.raises(CotspecError, match=r"task file .*nope\.jsonl does not exist \(task jsonl:"):
         get_task(f"jsonl:{tmp_path}/nope.jsonl").load(data_dir, "test")
     with pytest.raises(CotspecError, match="names no file"):
         get_task("jsonl:")

@@ -43,7 +43,7 @@ def test_startup_failure_is_one_line_with_the_server_log(tmp_path):
 
 
 def test_model_must_be_a_file_or_the_preset(tmp_path):
-    with pytest.raises(CotspecError, match="--model .*no such file"):
+    with pytest.raises(CotspecError, match="^model: .*missing.gguf: no such file"):
         resolve_gguf(tmp_path / "missing.gguf")
     path, name = resolve_gguf(EMBEDDED_PRESET)
     assert path.is_file() and name == EMBEDDED_PRESET

@@ -2,14 +2,14 @@
 
 Backends are imported on first use: asking for the OpenAI-compatible client must not import torch.
 Adding a backend is one entry in `BACKENDS` naming a class with a ``from_settings`` classmethod;
-`cotspec eval --backend NAME` and `cotspec sample` then build it through `create_backend`.
+evaluation (its `backend` setting) and sampling then build it through `create_backend`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ..errors import CotspecError
+from ..errors import ConfigError
 from .base import (
     Backend,
     BackendSettings,
@@ -30,14 +30,15 @@ BACKENDS: dict[str, str] = {
 
 
 def check_backend_name(name: str) -> None:
-    """CotspecError listing the known names unless `name` is registered; imports nothing."""
+    """ConfigError of the `backend` setting, listing the known names, unless `name` is registered;
+    imports nothing."""
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
-        raise CotspecError(f"--backend: unknown backend '{name}'; choose one of {known}")
+        raise ConfigError("backend", f"unknown backend {name!r}; choose one of {known}")
 
 
 def get_backend_class(name: str) -> RegisteredBackend:
-    """The class registered as `name` (its module imported now); CotspecError for an unknown name."""
+    """The class registered as `name` (its module imported now); ConfigError for an unknown name."""
     check_backend_name(name)
     module_name, class_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

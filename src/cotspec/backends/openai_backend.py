@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from .base import (
     SEED_MODULUS,
     BackendSettings,
@@ -113,41 +113,42 @@ class OpenAIConfig:
         urls = [u for item in given for u in item.split(",") if u.strip()]
         normalized = tuple(_normalize_base_url(u) for u in urls)
         if not normalized:
-            raise CotspecError("--base-url is required, e.g. --base-url http://127.0.0.1:8000/v1")
+            raise ConfigError("base_urls", "is required: the server's API root, e.g. http://127.0.0.1:8000/v1")
         object.__setattr__(self, "base_urls", normalized)
         if self.api not in API_PATHS:
-            raise CotspecError(f"--api must be one of {sorted(API_PATHS)}, got {self.api!r}")
+            raise ConfigError("api", f"must be one of {sorted(API_PATHS)}, got {self.api!r}")
         if self.api_key_env is not None:
             if not self.api_key_env.replace("_", "").isalnum():
-                raise CotspecError(f"--api-key-env must be an environment variable name, got {self.api_key_env!r}")
+                raise ConfigError("api_key_env", f"must be an environment variable name, got {self.api_key_env!r}")
             if not os.environ.get(self.api_key_env):
-                raise CotspecError(
-                    f"--api-key-env {self.api_key_env}: that environment variable is not set or empty; "
-                    "export it, or leave --api-key-env out to send no key"
+                raise ConfigError(
+                    "api_key_env",
+                    f"{self.api_key_env}: that environment variable is not set or empty; "
+                    "export it, or leave this setting out to send no key",
                 )
         checks = [
-            ("--concurrency", self.concurrency >= 1, self.concurrency, ">= 1"),
-            ("--timeout", self.timeout_s > 0, self.timeout_s, "> 0 seconds"),
-            ("--max-attempts", self.max_attempts >= 1, self.max_attempts, ">= 1"),
-            ("--backoff-initial", self.backoff_initial_s >= 0, self.backoff_initial_s, ">= 0 seconds"),
-            ("--backoff-max", self.backoff_max_s >= self.backoff_initial_s, self.backoff_max_s,
-             ">= --backoff-initial"),
-            ("--max-retry-after", self.max_retry_after_s >= 0, self.max_retry_after_s, ">= 0 seconds"),
-            ("--max-n-per-request", self.max_n_per_request >= 1, self.max_n_per_request, ">= 1"),
-            ("--cooldown", self.cooldown_s >= 0, self.cooldown_s, ">= 0 seconds"),
-            ("--failures-before-cooldown", self.failures_before_cooldown >= 1,
+            ("concurrency", self.concurrency >= 1, self.concurrency, ">= 1"),
+            ("timeout_s", self.timeout_s > 0, self.timeout_s, "> 0 seconds"),
+            ("max_attempts", self.max_attempts >= 1, self.max_attempts, ">= 1"),
+            ("backoff_initial_s", self.backoff_initial_s >= 0, self.backoff_initial_s, ">= 0 seconds"),
+            ("backoff_max_s", self.backoff_max_s >= self.backoff_initial_s, self.backoff_max_s,
+             f">= `backoff_initial_s` ({self.backoff_initial_s:g})"),
+            ("max_retry_after_s", self.max_retry_after_s >= 0, self.max_retry_after_s, ">= 0 seconds"),
+            ("max_n_per_request", self.max_n_per_request >= 1, self.max_n_per_request, ">= 1"),
+            ("cooldown_s", self.cooldown_s >= 0, self.cooldown_s, ">= 0 seconds"),
+            ("failures_before_cooldown", self.failures_before_cooldown >= 1,
              self.failures_before_cooldown, ">= 1"),
         ]
-        for flag, ok, value, want in checks:
+        for field_name, ok, value, want in checks:
             if not ok:
-                raise CotspecError(f"{flag} must be {want}, got {value}")
+                raise ConfigError(field_name, f"must be {want}, got {value}")
 
 
 def _normalize_base_url(url: str) -> str:
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CotspecError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}")
+        raise ConfigError("base_urls", f"must be http(s) URLs such as http://127.0.0.1:8000/v1, got {url!r}")
     return url if parts.path else url + "/v1"
 
 
@@ -263,7 +264,9 @@ class OpenAIBackend(GenerateFromRequests):
                 try:
                     self._model = first_model_id(body)
                 except MalformedResponse:
-                    raise CotspecError("the server lists no model at GET /models: pass --model") from None
+                    raise ConfigError(
+                        "model", "is not set and the server lists no model at GET /models; name the model it serves"
+                    ) from None
                 self.name = f"openai:{self._model}"
             pending: asyncio.Queue[_Work] = asyncio.Queue()
             for request in requests:
@@ -406,8 +409,8 @@ class OpenAIBackend(GenerateFromRequests):
         hint = {
             401: f"check the API key in ${self._api_key_env}",
             403: f"check the API key in ${self._api_key_env}",
-            404: "check --base-url (it usually ends in /v1) and --model",
-        }.get(response.status_code, "check the sampling settings and --model")
+            404: "check the server's base URL (it usually ends in /v1) and the model name",
+        }.get(response.status_code, "check the sampling settings and the model name")
         detail = _redact(response.text[:200], api_key)
         return CotspecError(
             f"{method} {path} on {endpoint.label} was rejected with HTTP {response.status_code}: {detail}; {hint}"

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..models import LoadedModel, load_model
 from .base import (
     SEED_MODULUS,
@@ -58,7 +58,7 @@ class TransformersBackend(GenerateFromRequests):
             batch_size: rows (prompt x sample) decoded together; more is faster until memory runs out.
         """
         if batch_size < 1:
-            raise CotspecError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
         self.loaded = loaded
         self.batch_size = batch_size
         tokenizer = loaded.tokenizer
@@ -91,7 +91,7 @@ class TransformersBackend(GenerateFromRequests):
         """The registry's constructor: load ``settings.model`` with its dtype, remote-code permission and
         batch size."""
         if not settings.model:
-            raise CotspecError("the transformers backend needs a model to load: pass --model (or --teacher)")
+            raise ConfigError("model", "is not set: the transformers backend needs a model to load")
         return cls.from_model(
             settings.model,
             dtype=settings.dtype,
@@ -124,7 +124,7 @@ class TransformersBackend(GenerateFromRequests):
         ]
         run_seed = params.seed if params.seed is not None else self._random.randrange(SEED_MODULUS)
 
-        # Equal-sized batches: 50 rows at --batch-size 16 run as 13+13+13+11, not 16+16+16+2 (a batch
+        # Equal-sized batches: 50 rows at batch_size 16 run as 13+13+13+11, not 16+16+16+2 (a batch
         # of 2 costs nearly as many decoding steps as a batch of 16 for an eighth of the tokens).
         batches = math.ceil(len(rows) / self.batch_size)
         size = math.ceil(len(rows) / batches)

@@ -20,7 +20,7 @@ from typing import Callable
 from rich.progress import TextColumn
 
 from ..backends import Backend, Completion, SamplingParams, create_backend
-from ..errors import CotspecError
+from ..errors import ConfigError
 from ..progress import make_progress
 from ..tasks import resolve_data_dir, resolve_tasks
 from ..tasks.base import Example, Task
@@ -43,7 +43,7 @@ class _Pending:
 
 
 def build_backend(config: EvalConfig) -> Backend:
-    """The backend `config` names (--backend), built through the registry: loads the model in-process
+    """The backend `config` names (its `backend`), built through the registry: loads the model in-process
     or checks the server settings."""
     return create_backend(config.backend, config.backend_settings)
 
@@ -52,7 +52,7 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory = build_backend) -
     """Evaluate `config.model` on `config.tasks`, writing predictions and summary.json under `config.out`.
 
     Every input is checked before anything is written: the run directory is claimed (run.json) only once
-    the model has loaded, so a command that fails (a typo in --model, a bad task file) leaves no trace
+    the model has loaded, so a command that fails (a typo in the model name, a bad task file) leaves no trace
     that would refuse the corrected one.
     """
     check_output_dir(config.out, EVAL_OUTPUT)
@@ -68,7 +68,7 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory = build_backend) -
     for task in tasks:
         split = config.split or task.default_split
         if split not in task.splits:
-            raise CotspecError(f"--split {split!r} does not exist for task {task.name}; it has {', '.join(task.splits)}")
+            raise ConfigError("split", f"{split!r} does not exist for task {task.name}; it has {', '.join(task.splits)}")
         examples = task.load(data_dir, split)[: config.limit]
         prompter = task.make_prompter(data_dir, config.prompt_spec)
         files[task.name] = PredictionFile(predictions_path(config.out, task.name))
@@ -223,14 +223,17 @@ def _stored_run(config: EvalConfig) -> dict:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
-        raise CotspecError(f"{path}: not valid JSON; delete it or choose another --out") from None
+        raise ConfigError("out", f"{path}: not valid JSON; delete it or choose another `out`") from None
     if not isinstance(stored, dict):
-        raise CotspecError(f"{path}: not a run record (expected a JSON object); delete it or choose another --out")
+        raise ConfigError(
+            "out", f"{path}: not a run record (expected a JSON object); delete it or choose another `out`"
+        )
     for key, value in config.identity().items():
         if key in stored and stored[key] != value:
-            raise CotspecError(
+            raise ConfigError(
+                "out",
                 f"{config.out} holds a run with {key}={stored[key]!r}, not {value!r}: "
-                "choose another --out or delete that directory"
+                "choose another `out` or delete that directory",
             )
     return stored
 
@@ -248,9 +251,10 @@ def _check_model(config: EvalConfig, stored: dict) -> dict | None:
     current = fingerprint(files, recorded)
     change = first_difference(recorded, current)
     if change is not None:
-        raise CotspecError(
-            f"--model {config.model}: {change} since {config.out} was started, so its predictions came from "
-            "another model; use a new --out for this one (or restore the model the run began with)"
+        raise ConfigError(
+            "model",
+            f"{config.model}: {change} since {config.out} was started, so its predictions came from "
+            "another model; use a new `out` for this one (or restore the model the run began with)",
         )
     return current
 
@@ -272,9 +276,10 @@ def _refuse_stale(path: Path, done: dict, example: Example, prompt: str) -> None
         what = "another question or prompt than today's"
     else:
         return
-    raise CotspecError(
+    raise ConfigError(
+        "out",
         f"{path}: {example.id} was predicted for {what}: the task's file or exemplars changed since; "
-        "use a new --out to evaluate the new version"
+        "use a new `out` to evaluate the new version",
     )
 
 

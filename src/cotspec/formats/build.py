@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 from datasets import Dataset, DatasetDict, DatasetInfo, load_from_disk
 
 from .. import __version__
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..progress import make_progress, quiet_datasets_bars
 from ..store import SampleStore
 from ..tasks import gsm8k_dev_ids, resolve_data_dir
@@ -61,9 +61,10 @@ def build_training_data(config: BuildConfig) -> DatasetDict:
     try:
         plan = make_plan(train, dev_ids, store, gold=config.gold, limit=config.limit, max_per_question=config.max_per_question)
         if not plan.questions:
-            raise CotspecError(
-                f"--store {config.store}: no correct chain of a GSM8K training question outside gsm8k-dev; "
-                "nothing to train on (add --gold to use GSM8K's own solutions)"
+            raise ConfigError(
+                "store",
+                f"{config.store}: no correct chain of a GSM8K training question outside gsm8k-dev; "
+                "nothing to train on (add `gold` to use GSM8K's own solutions)",
             )
         natural = natural_counts(plan.questions, config.formats)
         repeats = mixture_counts(natural, config.weight_of, config.seed)
@@ -113,11 +114,11 @@ def load_training_data(path: str | Path) -> tuple[DatasetDict, dict]:
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise CotspecError(f"{path}: no {MANIFEST} here, so not a `cotspec build` output; build it with `cotspec build --out {path}`")
+        raise CotspecError(f"{path}: no {MANIFEST} here, so not a `cotspec build` output; build training data there first")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except ValueError as err:
-        raise CotspecError(f"{manifest_path}: not valid JSON ({err}); rebuild with `cotspec build --out {path}`") from None
+        raise CotspecError(f"{manifest_path}: not valid JSON ({err}); build the training data there again") from None
     if manifest.get("layout") != DATASET_LAYOUT:
         raise CotspecError(f"{manifest_path}: layout {manifest.get('layout')!r}, this cotspec reads {DATASET_LAYOUT!r}; rebuild it")
     return load_from_disk(str(path)), manifest

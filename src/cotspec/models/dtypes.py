@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import CotspecError
+from ..errors import ConfigError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -24,9 +24,9 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise CotspecError(f"--device: '{device}' is not a device; use cpu, cuda or cuda:<index>") from None
+        raise ConfigError("device", f"'{device}' is not a device; use cpu, cuda or cuda:<index>") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise CotspecError(f"--device {device}: no CUDA GPU is visible to torch; use --device cpu")
+        raise ConfigError("device", f"{device}: no CUDA GPU is visible to torch; use cpu")
     return resolved
 
 
@@ -44,7 +44,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Map a ``--dtype`` value to a torch dtype.
+    """Map a ``dtype`` setting to a torch dtype.
 
     ``auto`` is bfloat16 on CUDA (float16 on GPUs without bf16) and on CPUs with native bf16
     instructions, float32 elsewhere. On the reference CPU (AVX512-BF16, 2 cores) a SmolLM2-135M
@@ -61,4 +61,4 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        raise CotspecError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}; got '{dtype}'") from None
+        raise ConfigError("dtype", f"must be one of {', '.join(DTYPE_CHOICES)}; got '{dtype}'") from None

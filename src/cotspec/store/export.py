@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..tasks.outputs import check_output_file, writing_output
 from .records import StoredSample
 
@@ -77,7 +77,7 @@ class NothingToExport(CotspecError):
 def export_samples(samples: Iterable[StoredSample], out: Path, fmt: str) -> int:
     """Write `samples` to `out` in `fmt` (jsonl or parquet); returns the number of records."""
     if fmt not in FORMATS:
-        raise CotspecError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     check_output_file(out, example_name=f"samples.{fmt}")
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")

@@ -12,7 +12,7 @@ class RunConfig:
 
     Samples drawn under different configs are different data: a store holds one config unless the user
     explicitly allows mixing (each row keeps its run id either way). The number of samples per question is
-    deliberately not part of it: raising ``--n`` from 40 to 60 later just draws samples 40..59.
+    deliberately not part of it: raising ``n`` from 40 to 60 later just draws samples 40..59.
     """
 
     teacher: str
@@ -29,6 +29,10 @@ class RunConfig:
     stop: tuple[str, ...]
     answer_cut: str | None
     """Chains are cut after the first line containing this marker (None: no cut)."""
+    seed: int | None = None
+    """Seed the run's draws derive from (None: a store written before seeds were recorded). Runs that
+    differ only in seed draw from the same distribution: they are separate runs of one store, never a
+    conflict."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
@@ -37,27 +41,31 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         data = json.loads(text)
         data["stop"] = tuple(data["stop"])
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        # A field added later (seed) is absent from older stores' runs: it takes its default.
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
-    def first_difference(self, other: RunConfig) -> str | None:
-        """Name of the first field (other than the prompt's description) where the two configs differ."""
+    def first_difference(self, other: RunConfig, *, ignoring: tuple[str, ...] = ("prompt",)) -> str | None:
+        """Name of the first field, other than those in `ignoring` (by default the prompt's description),
+        where the two configs differ."""
         for f in fields(self):
-            if f.name != "prompt" and getattr(self, f.name) != getattr(other, f.name):
+            if f.name not in ignoring and getattr(self, f.name) != getattr(other, f.name):
                 return f.name
         return None
 
 
-# The flag a user changes to change each field, for error messages.
-CONFIG_FLAGS = {
-    "teacher": "--model/--teacher",
-    "task": "--task",
-    "prompt_sha256": "--prompt-file",
-    "temperature": "--temperature",
-    "top_p": "--top-p",
-    "top_logprobs": "--top-logprobs",
-    "max_new_tokens": "--max-tokens",
+# The sampling setting(s) (`cotspec.teacher.config.SampleConfig` fields, in backticks as error messages
+# name other settings) a user changes to change each field, for error messages.
+CONFIG_FIELDS = {
+    "teacher": "`model`",
+    "task": "`tasks`",
+    "prompt_sha256": "`prompt_file`, `exemplars` or `shots`",
+    "temperature": "`temperature`",
+    "top_p": "`top_p`",
+    "top_logprobs": "`top_logprobs`",
+    "max_new_tokens": "`max_new_tokens`",
     "stop": "the task's stop sequences",
-    "answer_cut": "the answer-line cut",
+    "answer_cut": "`answer_marker`",
+    "seed": "`seed`",
 }
 
 

@@ -20,10 +20,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..tasks.base import Example
 from . import blob
-from .records import CONFIG_FLAGS, RunConfig, SampleRow, StoredSample
+from .records import CONFIG_FIELDS, RunConfig, SampleRow, StoredSample
 from .export import export_samples
 from .schema import connect
 from .stats import QuestionCounts, StoreStats, summarize
@@ -96,17 +96,23 @@ class SampleStore:
             ]
             self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in empty])
             runs = {run_id: stored for run_id, stored in runs.items() if run_id not in empty}
-            if runs and not allow_mixed:
-                stored = next(iter(runs.values()))
-                field = stored.first_difference(config)
+            # Another seed draws from the same distribution: a new run of this store, not a conflict.
+            conflicting = [
+                stored for stored in runs.values()
+                if stored.first_difference(config, ignoring=("prompt", "seed")) is not None
+            ]
+            if conflicting and not allow_mixed:
+                stored = conflicting[0]
+                field = stored.first_difference(config, ignoring=("prompt", "seed"))
                 assert field is not None
                 old, new = getattr(stored, field), getattr(config, field)
                 if field == "prompt_sha256":
                     old, new = f"{stored.prompt} ({old[:12]})", f"{config.prompt} ({new[:12]})"
-                raise CotspecError(
+                raise ConfigError(
+                    "store",
                     f"{self.path}: holds samples drawn with {field}={old!r} but this run has {field}={new!r} "
-                    f"(set by {CONFIG_FLAGS.get(field, field)}); use another --store, "
-                    "or pass --allow-mixed-runs to add them anyway"
+                    f"(set by {CONFIG_FIELDS.get(field, field)}); use another one, "
+                    "or set `allow_mixed_runs` to add them anyway",
                 )
             cur = self._conn.execute(
                 "INSERT INTO runs (config, created_at) VALUES (?, ?)", (config.to_json(), time.time())
@@ -127,9 +133,10 @@ class SampleStore:
             ex = wanted[qid]
             if (question, gold) != (ex.question, ex.answer):
                 changed = "question text" if question != ex.question else "gold answer"
-                raise CotspecError(
+                raise ConfigError(
+                    "store",
                     f"{self.path}: the {changed} of {qid} differs from the one stored (the data file changed?); "
-                    "use a new --store for the new data"
+                    "use a new one for the new data",
                 )
 
     # ---- samples -----------------------------------------------------------------------------------
@@ -180,7 +187,7 @@ class SampleStore:
         earlier chain of the same question; max_per_question keeps the first N that pass those filters.
         """
         if max_per_question is not None and max_per_question < 1:
-            raise CotspecError(f"--max-per-question must be >= 1, got {max_per_question}")
+            raise ConfigError("max_per_question", f"must be >= 1, got {max_per_question}")
         pieces = self._all_pieces() if with_topk else []
         where = "WHERE s.correct = 1" if correct_only else ""
         topk_col = "s.topk" if with_topk else "NULL"
@@ -234,7 +241,7 @@ class SampleStore:
         out = Path(out)
         for own in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
             if out.resolve() == own.resolve():
-                raise CotspecError(f"--out {out} is the sample store itself; choose another file name")
+                raise ConfigError("out", f"{out} is the sample store itself; choose another file name")
         samples = self.iter_samples(correct_only=correct_only, dedup=dedup, max_per_question=max_per_question)
         return export_samples(samples, out, fmt)
 

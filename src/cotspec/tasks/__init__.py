@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from . import bbh, math, user
 from .base import Example, Mode, PromptSpec, Task
 from .datadir import read_jsonl, require_file, resolve_data_dir
@@ -104,7 +104,7 @@ def resolve_tasks(spec: str | Iterable[str]) -> list[Task]:
             task = get_task(member)
             tasks.setdefault(_identity(task), task)
     if not tasks:
-        raise CotspecError("no task named: give at least one, e.g. --tasks gsm8k")
+        raise ConfigError("tasks", "names no task: give at least one, e.g. gsm8k")
     return list(tasks.values())
 
 

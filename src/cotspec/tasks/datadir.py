@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import httpx
 import platformdirs
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ SOURCES: dict[str, Source] = {
 
 
 def resolve_data_dir(cli_value: str | Path | None) -> Path:
-    """`--data-dir`, else `$COTSPEC_DATA_DIR`, else `<user cache dir>/cotspec/data`. Need not exist yet."""
+    """`data_dir` (the setting), else `$COTSPEC_DATA_DIR`, else `<user cache dir>/cotspec/data`. Need not exist yet."""
     if cli_value is not None and str(cli_value) != "":
         return Path(cli_value).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
@@ -110,9 +110,10 @@ def require_file(data_dir: str | Path, relpath: str, *, client: httpx.Client | N
         except (httpx.HTTPError, OSError) as exc:
             why = f"download failed: {_describe(exc)}"
     where = f"; get it from {url}" if url else ""
-    raise CotspecError(
+    raise ConfigError(
+        "data_dir",
         f"missing data file {relpath} under data dir {data_dir} ({why}){where} "
-        f"(or point --data-dir / ${DATA_DIR_ENV} at a folder that has it)"
+        f"(or point it or ${DATA_DIR_ENV} at a folder that has it)",
     )
 
 

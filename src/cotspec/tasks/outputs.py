@@ -1,11 +1,12 @@
-"""Checks on `--out` made before a command loads or writes anything: can it be written, and is it ours?
+"""Checks on an output path (the `out` setting) made before a command loads or writes anything: can it be written, and is it ours?
 
     check_output_dir(Path("runs/e"), EVAL_OUTPUT)           # eval: a run directory it may resume
     check_output_dir(Path("runs/data"), BUILD_OUTPUT)       # build: replaced whole, so it must be ours
     check_output_file(Path("runs/chains.parquet"))          # store export: one file, replaced
 
 A command that fails half-way must not have claimed, filled or deleted anything, so every problem with
-the output path is found up front and reported as one line naming the path: a file where a directory
+the output path is found up front and reported as one line naming the path (a `ConfigError` of the
+`out` setting, or whichever `field` the caller names): a file where a directory
 belongs (or under it), a directory nobody may write (read-only media, no permission), or a directory
 that holds what another command wrote. Writability is asked of the kernel (`os.access`), which answers
 for read-only file systems even to root, for whom permission bits stop nothing.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CotspecError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,66 +53,81 @@ TRAIN_OUTPUT = OutputLayout("cotspec train", "config.yaml", frozenset({"config.y
 _KNOWN = (EVAL_OUTPUT, BUILD_OUTPUT, TRAIN_OUTPUT)
 
 
-def check_output_dir(path: Path, layout: OutputLayout, *, flag: str = "--out", replaced_whole: bool = False) -> None:
+def check_output_dir(path: Path, layout: OutputLayout, *, field: str = "out", replaced_whole: bool = False) -> None:
     """Refuse `path` unless `layout.command` can create or resume its output there.
 
+    `field`: the config setting that gave `path`, named by the `ConfigError` raised.
     `replaced_whole`: the command builds a new directory next to `path` and swaps it in, so the parent
     must be writable as well.
     """
-    path = Path(path)
-    with _looking_at(path, flag):
+    path, field = Path(path), _field_name(field)
+    with _looking_at(path, field):
         if path.exists() and not path.is_dir():
-            raise CotspecError(f"{flag} {path} is a file; give a directory for the output of {layout.command}")
-        _check_can_write_in(path, flag, path)
+            raise ConfigError(field, f"{path} is a file; give a directory for the output of {layout.command}")
+        _check_can_write_in(path, field, path)
         if replaced_whole:
-            _check_can_write_in(path.absolute().parent, flag, path)
+            _check_can_write_in(path.absolute().parent, field, path)
         if path.is_dir():
-            _check_ours(path, layout, flag)
+            _check_ours(path, layout, field)
 
 
-def check_output_file(path: Path, *, flag: str = "--out", example_name: str = "samples.jsonl") -> None:
+def check_output_file(path: Path, *, field: str = "out", example_name: str = "samples.jsonl") -> None:
     """Refuse `path` unless a file can be written there (created next to it and renamed into place)."""
-    path = Path(path)
-    with _looking_at(path, flag):
+    path, field = Path(path), _field_name(field)
+    with _looking_at(path, field):
         if path.is_dir():
-            raise CotspecError(f"{flag} {path} is a directory; give a file name such as {path / example_name}")
-        _check_can_write_in(path.absolute().parent, flag, path)
+            raise ConfigError(field, f"{path} is a directory; give a file name such as {path / example_name}")
+        _check_can_write_in(path.absolute().parent, field, path)
 
 
 @contextmanager
-def writing_output(path: Path, *, flag: str = "--out") -> Iterator[None]:
+def writing_output(path: Path, *, field: str = "out") -> Iterator[None]:
     """Report an OSError raised while writing the output (disk full, media gone) as one line naming it.
 
     The checks above run first; this catches what only the write itself can reveal.
     """
+    field = _field_name(field)
     try:
         yield
     except OSError as err:
         reason = err.strerror or type(err).__name__
         where = f" ({err.filename})" if err.filename else ""
-        raise CotspecError(
-            f"{flag} {path}: cannot write the output: {reason}{where}; free space or choose another {flag}"
+        raise ConfigError(
+            field, f"{path}: cannot write the output: {reason}{where}; free space or choose another one"
         ) from None
 
 
+def _field_name(name: str) -> str:
+    """The config field `name` (``out``); a flag spelling from older callers (``--out``) maps onto it."""
+    return name.lstrip("-").replace("-", "_") if name.startswith("-") else name
+
+
 @contextmanager
-def _looking_at(path: Path, flag: str) -> Iterator[None]:
+def _looking_at(path: Path, field: str) -> Iterator[None]:
     """An OSError while inspecting `path` (a directory we may not list) as one line naming it."""
     try:
         yield
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise CotspecError(f"{flag} {path}: cannot inspect it ({reason}: {err.filename}); choose another {flag}") from None
+        raise ConfigError(
+            field, f"{path}: cannot inspect it ({reason}: {err.filename}); choose another one"
+        ) from None
 
 
-def _check_can_write_in(directory: Path, flag: str, shown: Path) -> None:
-    """`directory`, or the nearest of its ancestors that exists (where it would be created), is writable."""
+def _check_can_write_in(directory: Path, field: str, shown: Path) -> None:
+    """`directory`, or the nearest of its ancestors that exists (where it would be created), is writable.
+
+    `field` names the setting that gave `shown` (``out``).
+    """
+    field = _field_name(field)
     existing = _nearest_existing(directory)
     if not existing.is_dir():
-        raise CotspecError(f"{flag} {shown}: {existing} is a file, so nothing can be created under it; choose another {flag}")
+        raise ConfigError(
+            field, f"{shown}: {existing} is a file, so nothing can be created under it; choose another one"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise CotspecError(
-            f"{flag} {shown}: {existing} is not writable (read-only media or no permission); choose a writable {flag}"
+        raise ConfigError(
+            field, f"{shown}: {existing} is not writable (read-only media or no permission); choose a writable one"
         )
 
 
@@ -122,7 +138,7 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _check_ours(path: Path, layout: OutputLayout, flag: str) -> None:
+def _check_ours(path: Path, layout: OutputLayout, field: str) -> None:
     names = sorted(entry.name for entry in path.iterdir() if entry.name not in layout.scratch)
     if not names:
         return
@@ -130,8 +146,9 @@ def _check_ours(path: Path, layout: OutputLayout, flag: str) -> None:
     if layout.marker in names and not foreign:
         return
     # Without its marker even our own names are someone else's (a plain `datasets` save looks like a build).
-    raise CotspecError(
-        f"{flag} {path} holds what {layout.command} did not write: {_describe(foreign or names)}; "
+    raise ConfigError(
+        field,
+        f"{path} holds what {layout.command} did not write: {_describe(foreign or names)}; "
         "choose a new or empty directory (nothing was changed)"
     )
 

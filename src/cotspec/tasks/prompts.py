@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from .base import Mode, Prompter, PromptSpec
 from .datadir import require_file
 
@@ -155,15 +155,16 @@ _T = TypeVar("_T")
 def _keep(exemplars: Sequence[_T], shots: int | None, default: int, name: str) -> Sequence[_T]:
     shots = min(default, len(exemplars)) if shots is None else shots
     if shots < 1:
-        raise CotspecError(f"--shots must be >= 1 for few-shot prompts, got {shots} (use --mode zero-shot for none)")
+        raise ConfigError("shots", f"must be >= 1 for few-shot prompts, got {shots} (zero-shot prompts have none)")
     if shots > len(exemplars):
-        raise CotspecError(f"--shots {shots} asks for more exemplars than {name} has ({len(exemplars)})")
+        raise ConfigError("shots", f"{shots} asks for more exemplars than {name} has ({len(exemplars)})")
     return exemplars[:shots]
 
 
 def _reject_exemplar_options(spec: PromptSpec, what: str) -> None:
     if spec.exemplars is not None or spec.shots is not None:
-        raise CotspecError(f"--exemplars/--shots apply to few-shot prompts only; {what} zero-shot prompts have none")
+        field = "exemplars" if spec.exemplars is not None else "shots"
+        raise ConfigError(field, f"applies to few-shot prompts only; {what} zero-shot prompts have no exemplars")
 
 
 # --- BIG-Bench Hard -----------------------------------------------------------------------------------
@@ -188,11 +189,15 @@ class BBHPrompt:
         return "\n\n".join(part for part in (self.description, *blocks) if part)
 
 
+_CANARY_RULE = "-" * 5
+"""The line that ends a BBH prompt file's canary header."""
+
+
 def parse_bbh_prompt(text: str, source: str | Path) -> BBHPrompt:
     """Drop the canary (up to and including the `-----` line), then split description and exemplars."""
     lines = text.replace("\r\n", "\n").split("\n")
-    if "-----" in lines:
-        lines = lines[lines.index("-----") + 1 :]
+    if _CANARY_RULE in lines:
+        lines = lines[lines.index(_CANARY_RULE) + 1 :]
     body = "\n".join(lines).strip("\n")
     head, *rest = ("\n\n" + body).split("\n\nQ: ")
     exemplars, answer_only = [], []
@@ -226,8 +231,8 @@ def bbh_prompter(task: str, data_dir: Path, spec: PromptSpec) -> Prompter:
     """
     name = f"bbh:{task}"
     if spec.exemplars is not None:
-        raise CotspecError(
-            f"--exemplars applies to math tasks; {name} uses its own prompts from {bbh_prompt_path(task)}"
+        raise ConfigError(
+            "exemplars", f"applies to math tasks; {name} uses its own prompts from {bbh_prompt_path(task)}"
         )
     path = require_file(Path(data_dir), bbh_prompt_path(task))
     prompt = parse_bbh_prompt(path.read_text(encoding="utf-8"), path)

@@ -5,7 +5,7 @@
 
 A gold that parses as a number is scored as math (exact rational match of the number the model commits
 to); any other gold is scored BIG-Bench-Hard style (exact match after normalization). Prompts are the math
-ones ("Question: ... The answer is N"), so `--exemplars` can point at the user's own exemplar file.
+ones ("Question: ... The answer is N"), so the `exemplars` setting can point at the user's own exemplar file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def load_jsonl(name: str, path: Path, data_dir: Path, split: str = "test") -> li
     del data_dir  # the file is named by its own path, not found in the data dir
     check_split(name, split, ("test",))
     if not path.is_file():
-        raise CotspecError(f"task file {path} does not exist (from --tasks {name}); give the path of a .jsonl file")
+        raise CotspecError(f"task file {path} does not exist (task {name}); give the path of a .jsonl file")
     examples = []
     for index, (line, record) in enumerate(read_jsonl(path)):
         where = f"{path}:{line}"
@@ -49,7 +49,7 @@ def load_jsonl(name: str, path: Path, data_dir: Path, split: str = "test") -> li
     if not examples:
         # Scoring nothing would report 0.0% as if the model had failed every question.
         raise CotspecError(
-            f"task file {path} holds no questions (from --tasks {name}); "
+            f"task file {path} holds no questions (task {name}); "
             'write one JSON object per line, e.g. {"question": "What is 2 + 3?", "answer": 5}'
         )
     return examples

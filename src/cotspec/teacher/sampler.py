@@ -1,7 +1,8 @@
 """Draw chain-of-thought samples from a teacher into a sample store, resumably.
 
-    cotspec sample --task gsm8k --split train --n 40 --temperature 0.5 --top-logprobs 5 \
-        --base-url http://127.0.0.1:8080/v1 --model teacher --store runs/teacher.db
+    run_sampling(SampleConfig(tasks=("gsm8k",), split="train", n=40, temperature=0.5, top_logprobs=5,
+                              base_urls=("http://127.0.0.1:8080/v1",), model="teacher",
+                              store=Path("runs/teacher.db")))   # or cotspec.sample(...), `cotspec sample`
 
 Teacher calls are the expensive part of a distillation run, so the loop is built around never losing
 or repeating one: the store says which (question, chain index) pairs are missing, only those are sent,
@@ -31,7 +32,7 @@ from rich.progress import TextColumn
 
 from ..align.pieces import TokenStyle, piece_bytes
 from ..backends import Backend, Completion, SampleRequest, SamplingParams, create_backend
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 from ..progress import make_progress
 from ..store import RunConfig, SampleRow, SampleStore
 from ..tasks.base import Example, Mode, Prompter, PromptSpec, Task
@@ -113,9 +114,9 @@ def template_sha256(prompter: Prompter, task: str, split: str) -> str:
 def select_questions(
     task: Task, config: SampleConfig, data_dir: Path, dev_ids: Callable[[Path], Collection[str]]
 ) -> list[Example]:
-    """The split's examples, minus the gsm8k-dev questions unless asked, cut to --limit."""
+    """The split's examples, minus the gsm8k-dev questions unless asked, cut to `limit`."""
     if config.split not in task.splits:
-        raise CotspecError(f"--split {config.split!r}: task {task.name} has splits {', '.join(task.splits)}")
+        raise ConfigError("split", f"{config.split!r}: task {task.name} has splits {', '.join(task.splits)}")
     examples = task.load(data_dir, config.split)
     if task.name == "gsm8k" and config.split == "train" and not config.include_dev:
         held_out = dev_ids(data_dir)
@@ -123,7 +124,7 @@ def select_questions(
     if config.limit is not None:
         examples = examples[: config.limit]
     if not examples:
-        raise CotspecError(f"no questions to sample in {task.name}/{config.split} (check --limit and --data-dir)")
+        raise CotspecError(f"no questions to sample in {task.name}/{config.split} (check the limit and the data directory)")
     return examples
 
 
@@ -163,7 +164,7 @@ def _row(
 class SamplingReport:
     questions: int
     wanted: int
-    """Chains the run asked for: questions x --n."""
+    """Chains the run asked for: questions x `n`."""
     already_stored: int
     written: int
     written_correct: int
@@ -172,8 +173,8 @@ class SamplingReport:
 
 
 def make_teacher_backend(config: SampleConfig) -> Backend:
-    """The teacher `config` names, built through the backend registry (servers with --base-url,
-    transformers in-process with --teacher)."""
+    """The teacher `config` names, built through the backend registry (`config.backend`: openai for the
+    servers at `base_urls`, transformers to run `model` in-process)."""
     return create_backend(config.backend, config.backend_settings)
 
 
@@ -183,7 +184,7 @@ def run_sampling(
     """Sample the missing chains of `config` into its store; see the module docstring.
 
     The backend is asked for exactly the missing (question, chain index) pairs, chain indices as sample
-    ids: with --seed, each chain's seed derives from the seed, its prompt and its index
+    ids: with a `seed`, each chain's seed derives from the seed, its prompt and its index
     (`cotspec.backends.sample_seed`), so a resumed run draws new chains, never the stored ones again.
     """
     from ..tasks import get_task, gsm8k_dev_ids, resolve_data_dir
@@ -217,6 +218,7 @@ def run_sampling(
         max_new_tokens=config.max_new_tokens,
         stop=params.stop,
         answer_cut=config.answer_marker or None,
+        seed=config.seed,
     )
     with SampleStore.open(config.store, writable=True) as store:
         run_id = store.register_run(run_config, allow_mixed=config.allow_mixed_runs)

