@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import torch
 from support.sample_rows import run_config
+from support.tiny_models import save_model_dir, tiny_llama, tiny_t5
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
 
 from cotspec.align import TokenStyle, Vocab, piece_bytes
 from cotspec.distill.config import load_config
@@ -121,32 +122,20 @@ def kd_data(tmp_path_factory, teacher_store, data_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, student_bpe_tokenizer) -> Path:
-    torch.manual_seed(0)
+    """The BPE student: tied embeddings (the head is the input embedding, as in SmolLM2), small init."""
     tok = student_bpe_tokenizer
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=True,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    model = tiny_llama(
+        tok, hidden_size=48, intermediate_size=96, initializer_range=0.02, tie_word_embeddings=True
+    )
+    return save_model_dir(model, tok, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
+    """The seq2seq student on ByT5's bytes, without dropout so runs compare exactly."""
     tok = ByT5Tokenizer()
-    config = T5Config(
-        vocab_size=len(tok), d_model=48, d_kv=12, d_ff=96, num_layers=2, num_decoder_layers=2, num_heads=4,
-        dropout_rate=0.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-t5")
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    model = tiny_t5(tok, d_model=48, d_kv=12, d_ff=96, dropout_rate=0.0, initializer_factor=1.0)
+    return save_model_dir(model, tok, tmp_path_factory.mktemp("tiny-t5"))
 
 
 @pytest.fixture

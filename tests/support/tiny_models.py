@@ -3,7 +3,11 @@
 - `ascii_tokenizer()`: byte-level BPE without merges over printable ASCII, space and newline: one token
   per character, every token decodes to exactly its character, so stop-string and token-string cases
   can be asserted exactly.
-- `tiny_llama(tokenizer)`: 2-layer Llama. `tiny_t5(tokenizer)`: 2-layer T5 (use with `ByT5Tokenizer()`).
+- `tiny_llama(tokenizer, **overrides)`: 2-layer Llama. `tiny_t5(tokenizer, **overrides)`: 2-layer T5
+  (use with `ByT5Tokenizer()`). Keyword overrides go into the `LlamaConfig` / `T5Config`, so a test that
+  needs another width or initialization says only what differs. The one place tests build tiny models.
+- `save_model_dir(model, tokenizer, path)`: the pair as a `save_pretrained` model directory, for tests
+  that pass `--model DIR` (or `student.model=DIR`) to a command.
 - `write_tiny_llama_gguf(path)`: a 2-layer Llama with the same ASCII vocabulary as a GGUF file, written
   with llama.cpp's own `gguf` writer, so the GGUF path is tested in seconds rather than minutes.
 
@@ -18,6 +22,7 @@ with two intra-op threads on a shared 2-core machine every op waits on a busy si
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +31,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     T5Config,
@@ -50,27 +56,30 @@ def ascii_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_llama(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides: Any) -> LlamaForCausalLM:
+    """A random 2-layer Llama over `tokenizer`'s vocabulary; `overrides` replace `LlamaConfig` fields."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings: dict[str, Any] = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,  # no weights depend on it; ByT5 prompts are one token per byte
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         initializer_range=0.3,
     )
-    return LlamaForCausalLM(config).eval()
+    settings.update(overrides)
+    return LlamaForCausalLM(LlamaConfig(**settings)).eval()
 
 
-def tiny_t5(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> T5ForConditionalGeneration:
+def tiny_t5(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides: Any) -> T5ForConditionalGeneration:
+    """A random 2-layer T5 over `tokenizer`'s vocabulary; `overrides` replace `T5Config` fields."""
     torch.manual_seed(seed)
-    config = T5Config(
+    settings: dict[str, Any] = dict(
         vocab_size=len(tokenizer),
         d_model=64,
         d_ff=128,
@@ -82,7 +91,15 @@ def tiny_t5(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> T5ForCondition
         decoder_start_token_id=tokenizer.pad_token_id,
         initializer_factor=4.0,
     )
-    return T5ForConditionalGeneration(config).eval()
+    settings.update(overrides)
+    return T5ForConditionalGeneration(T5Config(**settings)).eval()
+
+
+def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> Path:
+    """`model` and `tokenizer` saved into `path` as one `save_pretrained` directory; returns `path`."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def write_tiny_llama_gguf(path: Path, seed: int = 0) -> Path:
@@ -142,3 +159,13 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny Llama with the ByT5 byte tokenizer saved as a model directory, for `--model DIR` tests."""
+    from transformers import ByT5Tokenizer
+
+    tokenizer = ByT5Tokenizer()
+    model = tiny_llama(tokenizer, hidden_size=32, intermediate_size=64, initializer_range=0.02)
+    return save_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny-llama"))
