@@ -1,7 +1,7 @@
 """`cotspec sample`: draw teacher chains of thought into a sample store; re-running resumes.
 
     cotspec sample --tasks gsm8k --split train --n 40 --temperature 0.5 --top-logprobs 5 \
-        --base-urls http://127.0.0.1:8000/v1 --model teacher --store runs/teacher.db --data-dir ../shared/data
+        --base-urls http://127.0.0.1:8080/v1 --model teacher --store runs/teacher.db --data-dir ../shared/data
 
 Its flags are the fields of `cotspec.teacher.config.SampleConfig` (`cotspec.cli.options`); `--model` is
 the model that generates, as in `cotspec eval`: without `--base-urls` it is loaded in-process.

@@ -1,7 +1,7 @@
 """`cotspec serve-teacher`: a local OpenAI-compatible teacher (llama.cpp's server) until Ctrl-C.
 
-    cotspec serve-teacher --port 8000          # then, in another shell:
-    cotspec sample --base-urls http://127.0.0.1:8000/v1 --model smollm2-135m-instruct ...
+    cotspec serve-teacher                      # port 8080; then, in another shell:
+    cotspec sample --base-urls http://127.0.0.1:8080/v1 --model smollm2-135m-instruct ...
 
 Its flags are the fields of `cotspec.teacher.server.LlamaServerConfig` (`cotspec.cli.options`).
 """

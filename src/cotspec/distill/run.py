@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ConfigError, CotspecError
 from ..progress import quiet_transformers_bars
-from ..tasks.outputs import _check_can_write_in, writing_output
+from ..outputs import check_can_write_in, writing_output
 from .config import DistillConfig, DataConfig, TrainConfig, differing_keys, flatten, load_config, to_yaml
 from .rundir import (
     checkpoint_dirs,
@@ -263,7 +263,7 @@ def _prepare_run_dir(config: DistillConfig, out: Path) -> list[str]:
     incomplete checkpoints removed."""
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} is a file; give a directory for the training run")
-    _check_can_write_in(out, "out", out)  # under a file, read-only media, no permission
+    check_can_write_in(out, "out", out)  # under a file, read-only media, no permission
     with writing_output(out):
         out.mkdir(parents=True, exist_ok=True)
         removed = remove_leftovers(out)

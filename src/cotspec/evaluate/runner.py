@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..progress import make_progress
 from ..tasks import resolve_data_dir, resolve_tasks
 from ..tasks.base import Example, Task
-from ..tasks.outputs import EVAL_OUTPUT, check_output_dir, writing_output
+from ..outputs import EVAL_OUTPUT, check_output_dir, writing_output
 from .config import EvalConfig
 from .model_files import first_difference, fingerprint, local_model_files
 from .predictions import PredictionFile, predictions_path, write_json_atomic

@@ -29,7 +29,7 @@ from ..store import SampleStore
 from ..tasks import gsm8k_dev_ids, resolve_data_dir
 from ..tasks.datadir import sha256_file
 from ..tasks.math import GSM8K_FILES, load_gsm8k
-from ..tasks.outputs import BUILD_OUTPUT, check_output_dir, writing_output
+from ..outputs import BUILD_OUTPUT, check_output_dir, writing_output
 from .config import BuildConfig
 from .exemplars import ExemplarSampler
 from .leakcheck import assert_no_dev_questions

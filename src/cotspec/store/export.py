@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, CotspecError
-from ..tasks.outputs import check_output_file, writing_output
+from ..outputs import check_output_file, writing_output
 from .records import StoredSample
 
 FORMATS = ("jsonl", "parquet")

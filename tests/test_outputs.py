@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cotspec.errors import ConfigError, CotspecError
-from cotspec.tasks import outputs
-from cotspec.tasks.outputs import BUILD_OUTPUT, EVAL_OUTPUT, check_output_dir, check_output_file, writing_output
+from cotspec import outputs
+from cotspec.outputs import BUILD_OUTPUT, EVAL_OUTPUT, check_output_dir, check_output_file, writing_output
 
 
 @pytest.fixture
@@ -129,5 +129,5 @@ def test_errors_name_the_setting_not_a_flag(tmp_path):
         check_output_dir(path, EVAL_OUTPUT, field="model_dir")
     assert err.value.field == "model_dir" and err.value.message.startswith(f"{path} is a file")
     with pytest.raises(ConfigError) as err:
-        check_output_file(path / "x", field="--out")  # a flag spelling from an older caller maps to the field
+        check_output_file(path / "x")
     assert err.value.field == "out" and "--" not in str(err.value)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,24 @@ def check_output_dir(path: Path, layout: OutputLayout, *, field: str = "out", re
     `replaced_whole`: the command builds a new directory next to `path` and swaps it in, so the parent
     must be writable as well.
     """
-    path, field = Path(path), _field_name(field)
+    path = Path(path)
     with _looking_at(path, field):
         if path.exists() and not path.is_dir():
             raise ConfigError(field, f"{path} is a file; give a directory for the output of {layout.command}")
-        _check_can_write_in(path, field, path)
+        check_can_write_in(path, field, path)
         if replaced_whole:
-            _check_can_write_in(path.absolute().parent, field, path)
+            check_can_write_in(path.absolute().parent, field, path)
         if path.is_dir():
             _check_ours(path, layout, field)
 
 
 def check_output_file(path: Path, *, field: str = "out", example_name: str = "samples.jsonl") -> None:
     """Refuse `path` unless a file can be written there (created next to it and renamed into place)."""
-    path, field = Path(path), _field_name(field)
+    path = Path(path)
     with _looking_at(path, field):
         if path.is_dir():
             raise ConfigError(field, f"{path} is a directory; give a file name such as {path / example_name}")
-        _check_can_write_in(path.absolute().parent, field, path)
+        check_can_write_in(path.absolute().parent, field, path)
 
 
 @contextmanager
@@ -86,7 +86,6 @@ def writing_output(path: Path, *, field: str = "out") -> Iterator[None]:
 
     The checks above run first; this catches what only the write itself can reveal.
     """
-    field = _field_name(field)
     try:
         yield
     except OSError as err:
@@ -95,11 +94,6 @@ def writing_output(path: Path, *, field: str = "out") -> Iterator[None]:
         raise ConfigError(
             field, f"{path}: cannot write the output: {reason}{where}; free space or choose another one"
         ) from None
-
-
-def _field_name(name: str) -> str:
-    """The config field `name` (``out``); a flag spelling from older callers (``--out``) maps onto it."""
-    return name.lstrip("-").replace("-", "_") if name.startswith("-") else name
 
 
 @contextmanager
@@ -114,12 +108,11 @@ def _looking_at(path: Path, field: str) -> Iterator[None]:
         ) from None
 
 
-def _check_can_write_in(directory: Path, field: str, shown: Path) -> None:
+def check_can_write_in(directory: Path, field: str, shown: Path) -> None:
     """`directory`, or the nearest of its ancestors that exists (where it would be created), is writable.
 
     `field` names the setting that gave `shown` (``out``).
     """
-    field = _field_name(field)
     existing = _nearest_existing(directory)
     if not existing.is_dir():
         raise ConfigError(
