@@ -12,17 +12,10 @@ import time
 
 import pytest
 from support.faults import assert_one_line_error, snapshot
+from support.prompts import PROMPT_FILE
 
 from cotspec.store import SampleStore
 from cotspec.teacher.server import free_port, start_llama_server
-
-PROMPT_FILE = """\
-Question: Tom has 3 apples and buys 2 more. How many apples does he have?
-Let's think step by step
-Tom starts with 3 apples.
-He buys 2 more, so 3 + 2 = 5.
-The answer is 5
-"""
 
 
 def sample_args(tmp_path, data_dir, base_url, *extra, n=1, limit=2, max_tokens=8, temperature=0.5):

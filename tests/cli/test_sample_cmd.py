@@ -16,17 +16,10 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from support.prompts import PROMPT_FILE
 
 from cotspec.align.pieces import TokenStyle, piece_bytes
 from cotspec.store import SampleStore
-
-PROMPT_FILE = """\
-Question: Tom has 3 apples and buys 2 more. How many apples does he have?
-Let's think step by step
-Tom starts with 3 apples.
-He buys 2 more, so 3 + 2 = 5.
-The answer is 5
-"""
 
 
 def _origin(server) -> str:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.prompts import PROMPT_FILE
 
 from cotspec.align.pieces import TokenStyle, piece_bytes
 from cotspec.backends.base import Completion, RequestsFromGenerate
@@ -18,14 +19,6 @@ from cotspec.store import SampleStore
 from cotspec.tasks import PromptSpec, get_task, gsm8k_dev_ids
 from cotspec.teacher.config import SampleConfig
 from cotspec.teacher.sampler import cut_after_answer_line, make_teacher_backend, run_sampling, select_questions, sha256
-
-PROMPT_FILE = """\
-Question: Tom has 3 apples and buys 2 more. How many apples does he have?
-Let's think step by step
-Tom starts with 3 apples.
-He buys 2 more, so 3 + 2 = 5.
-The answer is 5
-"""
 
 
 def _completion(tokens: list[str], text: str | None = None, finish: str = "length") -> Completion:

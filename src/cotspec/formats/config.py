@@ -40,7 +40,7 @@ class BuildSettings:
     max_per_question: int | None = None
     """Keep at most N store chains per question (the first N by sample index, after dropping duplicates)."""
     data_dir: Path | None = field(default=None, compare=False)
-    """Benchmark files (GSM8K train set, dev split); default $COTSPEC_DATA_DIR, else the user cache dir."""
+    """Benchmark files; default $COTSPEC_DATA_DIR, else the user cache dir."""
 
     def __post_init__(self) -> None:
         if self.formats == ("all",):
