@@ -107,6 +107,43 @@ def test_from_tree_raises_config_errors_by_field():
     assert str(rendered) == "--steps: bad; see --fast"
 
 
+
+@dataclass(frozen=True)
+class Sized:
+    sizes: dict[str, int] | None = None
+    """Per name, a size."""
+
+    def __post_init__(self) -> None:
+        for name, size in (self.sizes or {}).items():
+            if size < 1:
+                raise ConfigError(f"sizes.{name}", f"must be >= 1, got {size}")
+
+
+@dataclass(frozen=True)
+class SizedRoot:
+    run: Sized = field(default_factory=Sized)
+
+
+def test_dict_fields_load_merge_round_trip_and_name_the_entry_at_fault(tmp_path):
+    path = write(tmp_path, "run:\n  sizes:\n    b: 2\n    a: '3'\n")
+    config = load(SizedRoot, path)
+    assert config.run.sizes == {"b": 2, "a": 3} and list(config.run.sizes) == ["b", "a"]  # coerced, order kept
+    text = to_yaml(config)
+    assert "sizes: {b: 2, a: 3}" in text and load(SizedRoot, write(tmp_path, text)) == config
+    assert flatten(config) == {"run.sizes": {"b": 2, "a": 3}}
+    # A dotted override sets one entry (the file's others stay); a flow mapping replaces the whole.
+    assert load(SizedRoot, path, ["run.sizes.c=4"]).run.sizes == {"b": 2, "a": 3, "c": 4}
+    assert load(SizedRoot, path, ["run.sizes={d: 1}"]).run.sizes == {"d": 1}
+    assert load(SizedRoot, None, ["run.sizes=null"]).run.sizes is None
+    assert ("run.sizes", "null", "Per name, a size.") in help_lines(SizedRoot)
+    with pytest.raises(CotspecError, match=rf"^{path}:4: run.sizes.a: must be >= 1, got 0$"):
+        load(SizedRoot, write(tmp_path, "run:\n  sizes:\n    b: 2\n    a: 0\n"))
+    with pytest.raises(CotspecError, match=r"^run.sizes.b: must be an integer, got 'x'$"):
+        load(SizedRoot, None, ["run.sizes={b: x}"])
+    with pytest.raises(CotspecError, match=r"^run.sizes: must be a mapping \(\{name: value, ...\}\), got \[1, 2\]$"):
+        load(SizedRoot, None, ["run.sizes=[1, 2]"])
+
+
 @pytest.fixture
 def toy_cli():
     app = typer.Typer()

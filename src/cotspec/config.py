@@ -9,7 +9,8 @@ read by `cotspec.fieldhelp.field_docs`); a field whose type is a dataclass (or a
 section. Everything here is generic over the root dataclass: the same code reads `cotspec train`'s YAML,
 applies its ``key=value`` overrides and turns the typer flags of `cotspec sample|build|eval` into
 configs (`cotspec.cli.options` generates those flags from the same fields). Values are coerced to the
-field's type: ``"1e-4"`` to a float, ``"a,b"`` to a tuple, ``"yes"`` to True, ``"null"`` to None.
+field's type: ``"1e-4"`` to a float, ``"a,b"`` to a tuple, ``"{a: 1}"`` (or a YAML mapping) to a dict,
+``"yes"`` to True, ``"null"`` to None.
 
 Errors. A config's own checks (``__post_init__``) raise `cotspec.errors.ConfigError(field, message)`
 with the field's name, never a front end's spelling of it; a message that names another field writes
@@ -139,6 +140,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is tuple:
         items = split_list(value)
         return tuple(coerce(v, args[0], key) for v in items)
+    if origin is dict:
+        return _coerce_mapping(value, args, key)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         if isinstance(value, hint):
             return value
@@ -175,6 +178,20 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     else:  # pragma: no cover - a field type this module does not know is a bug, not a user error
         raise TypeError(f"{key}: unsupported config field type {hint!r}")
     raise ConfigError(key, f"must be {_type_name(hint)}, got {value!r}")
+
+
+def _coerce_mapping(value: Any, args: tuple, key: str) -> dict[Any, Any]:
+    """A ``dict[K, V]`` field: a YAML mapping (or its flow text, ``{a: 1, b: 2}``), keys and values
+    coerced; a bad value names its entry (``key.name``)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError:
+            pass
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a mapping ({{name: value, ...}}), got {value!r}")
+    key_type, value_type = args if args else (str, str)
+    return {coerce(k, key_type, key): coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
 
 
 def split_list(value: Any) -> list[Any]:
@@ -233,16 +250,23 @@ def load(
     path: Path | None = None,
     overrides: Sequence[str] = (),
     flags: Mapping[str, tuple[Any, str]] | None = None,
+    *,
+    ignore_sections: Sequence[str] = (),
 ) -> Any:
     """A `cls` config: its defaults, then the YAML file at `path`, then command-line `flags` (dotted key ->
     (value or None, flag name), as `cotspec train` passes its --data and --out), then the ``key=value``
     overrides, each later one winning. Any error is one `CotspecError` line that names the key where it
-    was set: ``file:line: key`` for the file, the flag for a flag, the key for an override."""
+    was set: ``file:line: key`` for the file, the flag for a flag, the key for an override.
+
+    `ignore_sections`: top-level sections of the file that another reader of the same file owns (`cotspec
+    train` reading a `cotspec run` config skips ``select``): dropped unread, never an unknown key."""
     tree: dict[str, Any] = {}
     where: dict[str, str] = {}  # dotted key -> "file:line", for keys (and sections) set in the file
     flag_of: dict[str, str] = {}  # dotted key -> the flag that set it
     if path is not None:
         tree, lines = _read_yaml(Path(path))
+        for section in ignore_sections:
+            tree.pop(section, None)
         where = {key: f"{path}:{line}" for key, line in lines.items()}
     for key, (value, flag) in (flags or {}).items():
         if value is not None:
@@ -339,13 +363,15 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """`value` as YAML/JSON writes it: paths as text, tuples as lists, enums as their value."""
+    """`value` as YAML/JSON writes it: paths as text, tuples as lists, mappings as dicts, enums as their value."""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
     return value
 
 
@@ -381,7 +407,7 @@ def to_yaml(config: Any, *, comments: bool = True) -> str:
 def yaml_scalar(value: Any) -> str:
     """`value` as one line of YAML flow text."""
     # Dumped as a one-item flow list and unwrapped: plain safe_dump of a scalar appends "...".
-    return yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()[1:-1]
+    return yaml.safe_dump([value], default_flow_style=True, width=10_000, sort_keys=False).strip()[1:-1]
 
 
 def help_lines(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:

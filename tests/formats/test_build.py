@@ -175,3 +175,29 @@ def test_a_build_holding_anything_else_is_not_replaced(tmp_path, data_dir, added
         build_training_data(BuildConfig(out=out, gold=True, limit=3, data_dir=data_dir))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no scratch left behind
+
+
+def test_answer_only_formats_take_one_correct_chain_per_question_and_cot_formats_all(
+    tmp_path, data_dir, teacher_store, gsm8k_train
+):
+    """The paper's recipe (Fu et al. 2023, data_utils.py `process_data_format`): the answer-only formats get
+    one row per question (its first correct chain's answer: `break` after it), the CoT formats one row per
+    correct chain; in-context rows carry 4 random gold exemplars."""
+    config = BuildConfig(out=tmp_path / "data", store=teacher_store.path, gold=True, limit=3, data_dir=data_dir)
+    rows = build_training_data(config)["train"]
+    # train/0: teacher chains s0, s3, s4 and the gold solution; train/1: s0 (= gold, kept once); train/2: gold.
+    chains = {"gsm8k/train/0": 4, "gsm8k/train/1": 1, "gsm8k/train/2": 1}
+    per_question = Counter((fmt, qid) for fmt, qid in zip(rows["format"], rows["question_id"]))
+    for qid, n_chains in chains.items():
+        assert per_question["zero_shot_cot", qid] == per_question["in_context_cot", qid] == n_chains
+        assert per_question["zero_shot_answer", qid] == per_question["in_context_answer", qid] == 1
+    answer_of = {ex.id: ex.answer for ex in gsm8k_train[:3]}
+    for row in rows:
+        if row["format"].endswith("_answer"):
+            assert row["target"] == f" The answer is {answer_of[row['question_id']]}"
+            assert row["source"] == "gold_answer" and not row["has_logprobs"]
+        if row["format"].startswith("in_context"):
+            assert len(row["exemplar_ids"]) == 4 and row["question_id"] not in row["exemplar_ids"]
+    manifest = json.loads((tmp_path / "data" / MANIFEST).read_text())
+    assert manifest["formats"]["zero_shot_answer"]["natural_rows"] == 3
+    assert manifest["formats"]["zero_shot_cot"]["natural_rows"] == 6

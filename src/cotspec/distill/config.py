@@ -21,6 +21,7 @@ from .. import config as _config
 from ..errors import ConfigError
 from ..evaluate.config import EvalConfig
 from ..formats.config import BuildSettings
+from ..formats.templates import FORMATS
 from ..teacher.config import SampleConfig
 
 
@@ -136,10 +137,20 @@ class LoraConfig:
 class TrainConfig:
     """Optimization, batching, precision, checkpoints and logging."""
 
-    global_batch_size: int = 16
-    """Rows per optimizer step, over all processes and accumulation steps together."""
+    global_batch_size: int | None = 16
+    """Rows per optimizer step, over all processes and accumulation steps together; null when
+    `gradient_accumulation_steps` sizes the step instead."""
     micro_batch_size: int = 4
     """Rows per forward/backward pass on one process; gradient accumulation makes up the rest."""
+    micro_batch_size_per_format: dict[str, int] | None = None
+    """Per-format micro-batch sizes, e.g. {in_context_cot: 2, in_context_answer: 10, zero_shot_cot: 8,
+    zero_shot_answer: 20} (the paper's); formats left out use `micro_batch_size`. A step of format f
+    holds its micro-batch x `gradient_accumulation_steps` x processes rows (needs
+    `gradient_accumulation_steps` and per-format `batching`)."""
+    gradient_accumulation_steps: int | None = None
+    """Micro-batches per process in one optimizer step, instead of deriving them from
+    `global_batch_size` (set that to null): a step is micro-batch x this x processes rows. Default:
+    global_batch_size / (micro_batch_size x processes)."""
     lr: float = 5e-4
     """Peak learning rate (AdamW); the paper's is 5e-4."""
     warmup_steps: int = 10
@@ -179,13 +190,25 @@ class TrainConfig:
     """DataLoader worker processes (0 collates in the training process)."""
 
     def __post_init__(self) -> None:
-        _at_least("global_batch_size", self.global_batch_size, 1)
         _at_least("micro_batch_size", self.micro_batch_size, 1)
-        if self.global_batch_size % self.micro_batch_size:
-            raise ConfigError(
-                "global_batch_size",
-                f"{self.global_batch_size} is not a multiple of `micro_batch_size` ({self.micro_batch_size})",
-            )
+        if self.gradient_accumulation_steps is None:
+            if self.global_batch_size is None:
+                raise ConfigError("global_batch_size", "is null: set it, or size the step with `gradient_accumulation_steps`")
+            _at_least("global_batch_size", self.global_batch_size, 1)
+            if self.global_batch_size % self.micro_batch_size:
+                raise ConfigError(
+                    "global_batch_size",
+                    f"{self.global_batch_size} is not a multiple of `micro_batch_size` ({self.micro_batch_size})",
+                )
+        else:
+            _at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+            if self.global_batch_size is not None:
+                raise ConfigError(
+                    "gradient_accumulation_steps",
+                    f"and `global_batch_size` ({self.global_batch_size}) both size the optimizer step; "
+                    "set `global_batch_size` to null",
+                )
+        self._check_per_format_sizes()
         if not self.lr > 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         _at_least("warmup_steps", self.warmup_steps, 0)
@@ -202,6 +225,43 @@ class TrainConfig:
             _at_least("save_total_limit", self.save_total_limit, 1)
         _at_least("log_every", self.log_every, 1)
         _at_least("num_workers", self.num_workers, 0)
+
+    def _check_per_format_sizes(self) -> None:
+        sizes = self.micro_batch_size_per_format
+        if sizes is None:
+            return
+        if not sizes:
+            object.__setattr__(self, "micro_batch_size_per_format", None)
+            return
+        for name, size in sizes.items():
+            if name not in FORMATS:
+                raise ConfigError("micro_batch_size_per_format", f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
+            _at_least(f"micro_batch_size_per_format.{name}", size, 1)
+        if self.gradient_accumulation_steps is None:
+            raise ConfigError(
+                "micro_batch_size_per_format",
+                "needs `gradient_accumulation_steps` (and `global_batch_size` null): a step of each format is "
+                "its micro-batch x accumulation x processes rows",
+            )
+        if self.batching != "per-format":
+            raise ConfigError("micro_batch_size_per_format", "needs `batching` per-format: a mixed step has no one format")
+
+    def micro_batch_size_of(self, fmt: str) -> int:
+        """Rows per forward/backward pass on one process for a step of format `fmt`."""
+        return (self.micro_batch_size_per_format or {}).get(fmt, self.micro_batch_size)
+
+    def accumulation_steps(self, processes: int = 1) -> int:
+        """Micro-batches per process in one optimizer step (`training_arguments` checks divisibility)."""
+        if self.gradient_accumulation_steps is not None:
+            return self.gradient_accumulation_steps
+        return max(self.global_batch_size // (self.micro_batch_size * processes), 1)  # type: ignore[operator]
+
+    def rows_per_step(self, fmt: str | None = None, processes: int = 1) -> int:
+        """Rows in one optimizer step (of format `fmt`, where per-format sizes are set), over `processes`."""
+        if self.gradient_accumulation_steps is None:
+            return self.global_batch_size  # type: ignore[return-value]
+        size = self.micro_batch_size if fmt is None else self.micro_batch_size_of(fmt)
+        return size * self.gradient_accumulation_steps * processes
 
 
 @dataclass(frozen=True)
@@ -251,6 +311,9 @@ RESUMABLE_CHANGES = frozenset(
         "train.report_to", "train.num_workers",
     }
 )
+PIPELINE_ONLY_SECTIONS = ("select", "report", "resources")
+"""Sections of a `cotspec run` config (`cotspec.pipeline.config`) that `cotspec train` skips unread, so one
+file serves both commands."""
 NOT_TRAINED_SECTIONS = ("teacher", "eval")
 """Sections `cotspec train` does not read: changing them never blocks resuming a training run."""
 
@@ -268,7 +331,7 @@ def load_config(
     """The config of a run: defaults, then the YAML file, then command-line `flags` (dotted key ->
     (value or None, flag name)), then the ``key=value`` overrides, each later one winning
     (`cotspec.config.load`)."""
-    return _config.load(DistillConfig, path, overrides, flags)
+    return _config.load(DistillConfig, path, overrides, flags, ignore_sections=PIPELINE_ONLY_SECTIONS)
 
 
 def flatten(config: DistillConfig) -> dict[str, Any]:

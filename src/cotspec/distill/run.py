@@ -98,6 +98,7 @@ def run_training(config: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[s
             row_formats=data.dataset.data.column("format").to_pylist(),
             batching=config.train.batching,
             group_by_length=config.train.group_by_length,
+            micro_batch_sizes=config.train.micro_batch_size_per_format,
         )
         trainer.remove_callback(PrinterCallback)
         if checkpoint is not None:
@@ -125,7 +126,7 @@ def training_arguments(config: DistillConfig, out: Path) -> dict[str, Any]:
     train = config.train
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     per_step = train.micro_batch_size * world_size
-    if train.global_batch_size % per_step:
+    if train.global_batch_size is not None and train.global_batch_size % per_step:
         raise CotspecError(
             f"train.global_batch_size={train.global_batch_size} is not a multiple of train.micro_batch_size="
             f"{train.micro_batch_size} x {world_size} processes; change one of them"
@@ -134,7 +135,7 @@ def training_arguments(config: DistillConfig, out: Path) -> dict[str, Any]:
     return {
         "output_dir": str(out),
         "per_device_train_batch_size": train.micro_batch_size,
-        "gradient_accumulation_steps": train.global_batch_size // per_step,
+        "gradient_accumulation_steps": train.accumulation_steps(world_size),
         "learning_rate": train.lr,
         "warmup_steps": train.warmup_steps,
         "lr_scheduler_type": train.lr_schedule,

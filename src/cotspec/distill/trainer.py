@@ -13,7 +13,8 @@ accumulation, checkpoints and resume, report_to). What changes:
   micro-batch, every process) divided by their count. So the gradient does not depend on how the
   global batch is split into micro-batches and processes (1 process x 4 accumulation steps = 2 x 2).
 * **Order** (`_get_train_sampler`): `GroupedLengthSampler`, one format per optimizer step and rows of
-  like length together.
+  like length together; with per-format micro-batch sizes (`micro_batch_sizes`) the DataLoader takes
+  its micro-batches from `MicroBatchSampler` (`get_train_dataloader`), each step of its format's size.
 * **Checkpoints** (`_save_checkpoint`): written under `<out>/.staging` and renamed into place once
   complete (`cotspec.distill.rundir`), so a kill never leaves a checkpoint a resume would trip on.
 * **Never past max_steps**: a run resumed at or past its last step trains no further (see
@@ -25,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ from .collator import TEACHER_KEYS
 from .config import LossConfig
 from .losses import cross_entropy_loss, distill_loss
 from .rundir import STAGING_DIR, publish
-from .sampler import GroupedLengthSampler
+from .sampler import GroupedLengthSampler, MicroBatchSampler
 
 
 @contextlib.contextmanager
@@ -160,6 +161,8 @@ class DistillTrainer(Trainer):
     is_seq2seq: encoder-decoder student (labels are decoder targets, not shifted).
     row_lengths / row_formats: per training row, its token count and format (for the sampler).
     batching: "per-format" or "mixed"; group_by_length: sort rows into micro-batches by length.
+    micro_batch_sizes: per format, rows per micro-batch (per-format batching only); formats left out,
+    or None for all, use `per_device_train_batch_size`.
     """
 
     # Our compute_loss already divides by the whole optimizer step's token count (see module doc).
@@ -174,6 +177,7 @@ class DistillTrainer(Trainer):
         row_formats: Sequence[str],
         batching: str = "per-format",
         group_by_length: bool = True,
+        micro_batch_sizes: Mapping[str, int] | None = None,
         **kwargs: Any,
     ):
         # Set while a checkpoint is written: the parent directory it goes to (see _save_checkpoint).
@@ -185,6 +189,7 @@ class DistillTrainer(Trainer):
         self.row_formats = row_formats
         self.batching = batching
         self.group_by_length = group_by_length
+        self.micro_batch_sizes = dict(micro_batch_sizes) if micro_batch_sizes else None
         # transformers < 5 reads this flag (not loss_is_scaled_for_ga) to skip dividing by accumulation.
         self.model_accepts_loss_kwargs = True
         self._tokens_since_log = 0
@@ -195,20 +200,41 @@ class DistillTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> GroupedLengthSampler:
         args = self.args
+        per_step = args.gradient_accumulation_steps * args.world_size  # micro-batches in one optimizer step
+        per_format = self.micro_batch_sizes if self.batching == "per-format" else None
         return GroupedLengthSampler(
             self.row_lengths,
             self.row_formats if self.batching == "per-format" else None,
-            group_size=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+            group_size=args.per_device_train_batch_size * per_step,
             seed=args.data_seed if args.data_seed is not None else args.seed,
             group_by_length=self.group_by_length,
+            group_sizes={fmt: size * per_step for fmt, size in per_format.items()} if per_format else None,
         )
+
+    def get_train_dataloader(self) -> Any:
+        """The Trainer's DataLoader, or with per-format micro-batch sizes one over `MicroBatchSampler`
+        (a DataLoader has one batch size; here each format's steps have their own)."""
+        if not (self.micro_batch_sizes and self.batching == "per-format"):
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        args = self.args
+        batches = MicroBatchSampler(self._get_train_sampler(), args.gradient_accumulation_steps * args.world_size)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=batches,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+        )
+        return self.accelerator.prepare(loader)
 
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one pass over the rows (the sampler yields whole global batches)."""
-        args = self.args
-        global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        return len(self._get_train_sampler()) // global_batch
+        return self._get_train_sampler().num_groups()
 
     # --- loss ---------------------------------------------------------------------------------------
 
