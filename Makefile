@@ -1,4 +1,4 @@
-# make demo: create .venv if missing, install, run the main job.
+# make demo: create .venv if missing, install, run the embedded demo (configs/demo-cpu.yaml).
 # make test: create .venv if missing, install with dev extras, run the test suite.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -65,10 +65,10 @@ install-dev: $(VENV)/.installed-dev
 test: install-dev
 	$(PY) -m pytest -q
 
-demo: install
-	$(VENV)/bin/cotspec eval --model smollm2-135m-instruct \
-	  --tasks gsm8k,multiarith,asdiv,svamp,bbh --mode zero-shot --limit 5 \
-	  --data-dir "$(DATA_DIR)" --out runs/demo
+# The embedded demo: teacher server, sampling, build, training, checkpoint selection, evaluation and the
+# report, on a CPU with no network (configs/demo-cpu.yaml). A re-run after it finished does nothing.
+demo: install-teacher
+	$(VENV)/bin/cotspec run configs/demo-cpu.yaml --out runs/demo-cpu data_dir="$(DATA_DIR)"
 
 clean:
 	rm -rf $(VENV) runs

@@ -25,6 +25,7 @@ _LAZY = {
     "sample": "cotspec.api",
     "build": "cotspec.api",
     "train": "cotspec.api",
+    "run": "cotspec.pipeline",
     "SampleConfig": "cotspec.teacher.config",
     "BuildConfig": "cotspec.formats.config",
     "DistillConfig": "cotspec.distill.config",

@@ -24,6 +24,8 @@ def _register_commands() -> None:
     from . import build_cmd  # noqa: F401
     from . import eval_cmd  # noqa: F401
     from . import sample_cmd  # noqa: F401
+    from . import report_cmd  # noqa: F401
+    from . import run_cmd  # noqa: F401
     from . import store_cmd  # noqa: F401
     from . import serve_cmd  # noqa: F401
     from . import train_cmd  # noqa: F401

@@ -48,12 +48,18 @@ def build_backend(config: EvalConfig) -> Backend:
     return create_backend(config.backend, config.backend_settings)
 
 
-def run_eval(config: EvalConfig, make_backend: BackendFactory = build_backend) -> dict:
+def run_eval(
+    config: EvalConfig,
+    make_backend: BackendFactory = build_backend,
+    *,
+    select_examples: Callable[[Task, list[Example]], list[Example]] | None = None,
+) -> dict:
     """Evaluate `config.model` on `config.tasks`, writing predictions and summary.json under `config.out`.
 
     Every input is checked before anything is written: the run directory is claimed (run.json) only once
     the model has loaded, so a command that fails (a typo in the model name, a bad task file) leaves no trace
     that would refuse the corrected one.
+    `select_examples(task, examples)` narrows each task's examples (after `limit`), e.g. to a seeded subset.
     """
     check_output_dir(config.out, EVAL_OUTPUT)
     stored = _stored_run(config)
@@ -70,6 +76,8 @@ def run_eval(config: EvalConfig, make_backend: BackendFactory = build_backend) -
         if split not in task.splits:
             raise ConfigError("split", f"{split!r} does not exist for task {task.name}; it has {', '.join(task.splits)}")
         examples = task.load(data_dir, split)[: config.limit]
+        if select_examples is not None:  # `cotspec run`: seeded subsets, dev slices left out of tests
+            examples = select_examples(task, examples)
         prompter = task.make_prompter(data_dir, config.prompt_spec)
         files[task.name] = PredictionFile(predictions_path(config.out, task.name))
         records[task.name] = files[task.name].load()
