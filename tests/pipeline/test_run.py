@@ -296,7 +296,7 @@ def test_sigkill_inside_each_stage_then_a_rerun_equals_an_uninterrupted_run(worl
         torch.testing.assert_close(killed["weights"][name], tensor)
 
 
-SHIPPED = sorted(p for pattern in ("demo*.yaml", "paper/*.yaml") for p in (Path(__file__).resolve().parents[2] / "configs").glob(pattern))
+SHIPPED = sorted(p for pattern in ("demo*.yaml", "cpu-*.yaml", "paper/*.yaml") for p in (Path(__file__).resolve().parents[2] / "configs").glob(pattern))
 
 
 @pytest.mark.parametrize("config", SHIPPED or [None], ids=lambda p: "none" if p is None else p.name)

@@ -133,6 +133,8 @@ class EvalSection:
     file order; default: every question."""
     bbh_limit: int | None = None
     """The subset size per BIG-Bench Hard task (27 of them) when it should differ from `limit`."""
+    limits: dict[str, int] | None = None
+    """Per-task subset sizes that override `limit`, e.g. {gsm8k: 500, multiarith: 300}."""
     seed: int = 0
     """Seed of the test subsets (random.Random('<seed>:<task>')) and of the decoding."""
     modes: tuple[Mode, ...] = (Mode.FEW_SHOT, Mode.ZERO_SHOT)
@@ -161,6 +163,17 @@ class EvalSection:
             raise ConfigError("limit", f"must be >= 1, got {self.limit}")
         if self.bbh_limit is not None and self.bbh_limit < 1:
             raise ConfigError("bbh_limit", f"must be >= 1, got {self.bbh_limit}")
+        for task, size in (self.limits or {}).items():
+            if task not in self.tasks or task == "bbh":
+                raise ConfigError(f"limits.{task}", f"is not one of the math tasks in `tasks` ({', '.join(self.tasks)}); bbh uses `bbh_limit`")
+            if size < 1:
+                raise ConfigError(f"limits.{task}", f"must be >= 1, got {size}")
+
+    def limit_of(self, task: str) -> int | None:
+        """The subset size of one task (a bbh:<name> task takes `bbh_limit`, then `limit`)."""
+        if task.startswith("bbh:"):
+            return self.bbh_limit or self.limit
+        return (self.limits or {}).get(task, self.limit)
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:

@@ -24,7 +24,7 @@ from .state import SELECTION_FILE, read_json, write_json
 EVAL_STRICT = ("eval.exemplars", "eval.shots", "eval.max_new_tokens", "eval.dtype", "eval.seed")
 DEV_LOOSE = ("select.in_distribution", "select.in_distribution_size", "select.ood", "select.ood_size",
              "select.seed", "select.modes")
-TEST_LOOSE = ("eval.tasks", "eval.limit", "eval.bbh_limit", "eval.modes", "select.ood", "select.ood_size", "select.seed")
+TEST_LOOSE = ("eval.tasks", "eval.limit", "eval.bbh_limit", "eval.limits", "eval.modes", "select.ood", "select.ood_size", "select.seed")
 SAMPLE_STRICT = tuple(f"teacher.{k}" for k in (
     "model", "tasks", "split", "temperature", "top_p", "top_logprobs", "exemplars", "shots", "prompt_file",
     "answer_marker", "include_dev", "max_new_tokens", "seed"))

@@ -61,7 +61,6 @@ def test_selector(config: PipelineConfig, excluded: dict[str, list[str]]) -> Sel
         drop = left_out.get(task.name)
         if drop:
             examples = [ex for ex in examples if ex.id not in drop]
-        limit = evaluation.bbh_limit if task.name.startswith("bbh:") and evaluation.bbh_limit else evaluation.limit
-        return seeded_subset(examples, limit, evaluation.seed, task.name)
+        return seeded_subset(examples, evaluation.limit_of(task.name), evaluation.seed, task.name)
 
     return choose
