@@ -163,6 +163,24 @@ def test_force_stage_redoes_that_stage_and_what_uses_it(world, monkeypatch, run_
     assert "no such stage" in assert_one_line_error(bad)
 
 
+def test_until_stops_after_a_stage_and_a_later_run_goes_on(world, monkeypatch, run_cli, tmp_path):
+    out = tmp_path / "run"
+    config = world.config("until", teacher=None, eval={"base": False})
+    with counting(monkeypatch) as calls:
+        result = run_cli("run", config, "--out", out, "--until", "train")
+    assert result.exit_code == 0, result.stderr
+    assert calls["trainings"] == 1 and calls["model_loads"] == 0
+    assert (out / "train" / "train_summary.json").is_file()
+    assert not (out / "eval").exists() and not (out / "selection.json").exists()
+    with counting(monkeypatch) as calls:
+        result = run_cli("run", config, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert calls["trainings"] == 0 and calls["builds"] == 0
+    assert (out / "selection.json").is_file() and (out / "model" / "config.json").is_file()
+    bad = run_cli("run", config, "--out", out, "--until", "evaluate")
+    assert "--until evaluate: no such stage" in assert_one_line_error(bad)
+
+
 def test_dry_run_plans_without_running(world, monkeypatch, run_cli, tmp_path):
     import cotspec.pipeline.evals as evals
 

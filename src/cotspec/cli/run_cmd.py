@@ -39,6 +39,9 @@ def run_command(
     force_stage: Annotated[
         Optional[list[str]], typer.Option("--force-stage", help="Redo this stage and the stages after it that use it (repeatable).")
     ] = None,
+    until: Annotated[
+        Optional[str], typer.Option("--until", metavar="STAGE", help="Stop after this stage; a later run without it goes on from there.")
+    ] = None,
     print_config: Annotated[bool, typer.Option("--print-config", metavar=" ", help="Print the resolved config as commented YAML and exit.")] = False,
 ) -> None:
     """Sample, build, train, select and evaluate: a specialized student from a teacher, in one run directory."""
@@ -48,7 +51,7 @@ def run_command(
     if print_config:
         typer.echo(to_yaml(load_pipeline_config(config, overrides or ())), nl=False)
         return
-    result = run(config, out=out, overrides=overrides or (), dry_run=dry_run, force_stages=force_stage or ())
+    result = run(config, out=out, overrides=overrides or (), dry_run=dry_run, force_stages=force_stage or (), until=until)
     if not dry_run:
         typer.echo(f"run directory: {result['run_dir']}")
         for stage, summary in result["summaries"].items():

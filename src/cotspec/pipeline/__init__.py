@@ -31,6 +31,7 @@ def run(
     overrides: Mapping[str, Any] | Sequence[str] = (),
     dry_run: bool = False,
     force_stages: Sequence[str] = (),
+    until: str | None = None,
 ) -> dict[str, Any]:
     """Run (or with `dry_run`, plan) the pipeline; returns ``{"run_dir", "plan", "summaries"}``.
 
@@ -40,6 +41,8 @@ def run(
         overrides: ``"key=value"`` texts or a mapping of dotted keys, applied over the file.
         dry_run: print the plan and return without running anything.
         force_stages: stages to redo (their downstream stages are redone too).
+        until: stop after this stage (a later run without it goes on from there): a long run in pieces,
+            or training and selection without the test evaluations.
     """
     from ..errors import CotspecError
     from .config import PipelineConfig, load_pipeline_config
@@ -58,11 +61,12 @@ def run(
         texts = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else [str(o) for o in overrides]
         resolved = load_pipeline_config(config_file, texts)
     run_dir = Path(out) if out is not None else Path("runs") / config_file.stem  # type: ignore[union-attr]
-    return run_config(resolved, run_dir, config_file=config_file, dry_run=dry_run, force_stages=force_stages)
+    return run_config(resolved, run_dir, config_file=config_file, dry_run=dry_run, force_stages=force_stages,
+                      until=until)
 
 
 def run_config(config: Any, run_dir: Path, *, config_file: Path | None = None, dry_run: bool = False,
-               force_stages: Sequence[str] = ()) -> dict[str, Any]:
+               force_stages: Sequence[str] = (), until: str | None = None) -> dict[str, Any]:
     import sys
 
     from ..tasks import resolve_data_dir
@@ -71,6 +75,7 @@ def run_config(config: Any, run_dir: Path, *, config_file: Path | None = None, d
     data_dir = resolve_data_dir(config.data_dir or (config.teacher.data_dir if config.teacher else None) or config.data.data_dir)
     run_state, state = engine.prepare(config, Path(run_dir), data_dir)
     decisions = engine.decide(run_state, state, force_stages)
+    decisions = engine.up_to(decisions, until)
     if dry_run:
         text = plan.describe_plan(run_state, decisions)
         print(text, flush=True)

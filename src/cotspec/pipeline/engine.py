@@ -86,6 +86,16 @@ def decide(run: Run, state: RunState, force: Sequence[str]) -> list[Decision]:
     return decisions
 
 
+def up_to(decisions: list[Decision], until: str | None) -> list[Decision]:
+    """The decisions of the stages up to and including `until` (all of them for None)."""
+    if until is None:
+        return decisions
+    if until not in BY_NAME:
+        raise CotspecError(f"--until {until}: no such stage; stages: {', '.join(BY_NAME)}")
+    names = [d.stage.name for d in decisions]
+    return decisions[: names.index(until) + 1]
+
+
 def _refuse_changed(run: Run, stage: Stage, record: dict, now: dict[str, Any]) -> None:
     before = record.get("settings") or {}
     changed = config_system.differing_keys(before, now)
