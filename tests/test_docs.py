@@ -194,6 +194,8 @@ def _prepare(workdir: Path, command: DocCommand) -> tuple[str, ...]:
             _tiny_store(workdir / positional[0])
     if path == ("train",) and "--help" not in command.args and "--print-config" not in command.args:
         return (*command.args, "--print-config")
+    if path == ("run",) and not {"--help", "--print-config", "--dry-run"} & set(command.args):
+        return (*command.args, "--dry-run")  # a whole run is hours; its plan checks the same config and flags
     return command.args
 
 
