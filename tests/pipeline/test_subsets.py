@@ -47,3 +47,21 @@ def test_a_bad_per_task_limit_names_its_key(limits):
     with pytest.raises(ConfigError) as caught:
         EvalSection(tasks=("gsm8k", "svamp", "bbh"), limits=limits)
     assert caught.value.field == f"limits.{next(iter(limits))}"
+
+
+@pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("batch_size", 0), ("dtype", "float8"), ("shots", -1)])
+def test_eval_settings_after_the_limits_are_still_checked(field, value):
+    with pytest.raises(ConfigError) as caught:
+        EvalSection(limits={"gsm8k": 5}, **{field: value})
+    assert caught.value.field == field
+
+
+def test_a_bad_per_task_limit_is_one_line_from_the_cli(run_cli, tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "cpu-gsm8k-smollm2.yaml"
+    result = run_cli("run", config, "--out", tmp_path / "run", "--dry-run", "eval.limits={bbh: 3}")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: eval.limits.bbh"), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

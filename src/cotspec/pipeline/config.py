@@ -168,12 +168,6 @@ class EvalSection:
                 raise ConfigError(f"limits.{task}", f"is not one of the math tasks in `tasks` ({', '.join(self.tasks)}); bbh uses `bbh_limit`")
             if size < 1:
                 raise ConfigError(f"limits.{task}", f"must be >= 1, got {size}")
-
-    def limit_of(self, task: str) -> int | None:
-        """The subset size of one task (a bbh:<name> task takes `bbh_limit`, then `limit`)."""
-        if task.startswith("bbh:"):
-            return self.bbh_limit or self.limit
-        return (self.limits or {}).get(task, self.limit)
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
@@ -182,6 +176,12 @@ class EvalSection:
             raise ConfigError("dtype", f"must be one of {', '.join(DTYPES)}")
         if self.shots is not None and self.shots < 0:
             raise ConfigError("shots", f"must be >= 0, got {self.shots}")
+
+    def limit_of(self, task: str) -> int | None:
+        """The subset size of one task (a bbh:<name> task takes `bbh_limit`, then `limit`)."""
+        if task.startswith("bbh:"):
+            return self.bbh_limit or self.limit
+        return (self.limits or {}).get(task, self.limit)
 
 
 @dataclass(frozen=True)
