@@ -1,13 +1,16 @@
-"""decode_batch, the per-batch decoding loop, checked against direct forward passes of tiny models."""
+"""decode_rows, the continuous-batching decoding loop, checked against direct forward passes of tiny models."""
 
 from __future__ import annotations
+
+import functools
+from dataclasses import replace
 
 import pytest
 import torch
 from support.tiny_models import ascii_tokenizer, single_torch_thread, tiny_llama, tiny_t5  # noqa: F401
 
 from cotspec.backends import SamplingParams
-from cotspec.backends.decoding import DecodeOptions, decode_batch
+from cotspec.backends.decoding import DecodeOptions, decode_rows
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -25,6 +28,13 @@ def options(tokenizer) -> DecodeOptions:
         eos_ids=frozenset({tokenizer.eos_token_id}),
         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
     )
+
+
+def decode_batch(model, prompts, params, options, *, pad_id, seeds=None, batch_size=16):
+    """Every row's result in prompt order."""
+    results = dict(decode_rows(model, prompts, params, options, pad_id=pad_id, batch_size=batch_size, seeds=seeds))
+    assert sorted(results) == list(range(len(prompts)))
+    return [results[index] for index in range(len(prompts))]
 
 
 def next_token_logits(model, prompt: list[int], generated: list[int]) -> torch.Tensor:
@@ -98,3 +108,86 @@ def test_sampling_without_seeds_is_a_programming_error(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     with pytest.raises(ValueError, match="seed"):
         decode_batch(model, [[5, 6]], SamplingParams(temperature=1.0), options(tokenizer), pad_id=0)
+
+
+def test_rows_that_join_a_running_batch_decode_as_if_alone(model_and_tokenizer, monkeypatch):
+    """Continuous batching: with 2 slots, rows finish at different steps and waiting prompts join —
+    wider ones (the running rows gain left padding) and narrower ones; rows whose long prompts leave
+    take their columns with them. Every row's distribution must be its unpadded forward pass's."""
+    from cotspec.backends import decoding
+
+    model, tokenizer = model_and_tokenizer
+    texts = ["Hi", PROMPTS[2], "Q", PROMPTS[0] * 2, PROMPTS[1], "ab"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    greedy = SamplingParams(max_new_tokens=12, top_logprobs=2)
+    with torch.no_grad():
+        alone = [decode_batch(model, [p], greedy, options(tokenizer), pad_id=tokenizer.pad_token_id)[0] for p in prompts]
+    words = [tokenizer.decode(row.token_ids, skip_special_tokens=True) for row in alone]
+    params = replace(greedy, stop=tuple(word[3:5] for word in words[1::2] if len(word) >= 5))
+    joins = []
+    real_join = decoding.CausalStepper.join
+    monkeypatch.setattr(decoding.CausalStepper, "join", lambda self, other: joins.append(1) or real_join(self, other))
+    with torch.no_grad():
+        rows = decode_batch(model, prompts, params, options(tokenizer), pad_id=tokenizer.pad_token_id, batch_size=2)
+
+    assert len({row.generated for row in rows}) > 1  # rows did end at different steps
+    assert bool(joins) != model.config.is_encoder_decoder  # decoder-only rows joined; T5 decodes in fixed batches
+    for prompt, row in zip(prompts, rows):
+        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
+        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
+        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
+        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
+            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+
+
+def test_the_cache_grows_in_place_and_keeps_what_it_held():
+    from cotspec.backends.decoding import GrowingLayer
+
+    layer = GrowingLayer()
+    first = torch.randn(2, 3, 5, 4)
+    keys, values = layer.update(first, -first)
+    buffer = layer._key_buffer
+    assert buffer.shape[2] == 5 + GrowingLayer.SPARE
+    for step in range(GrowingLayer.SPARE):
+        token = torch.full((2, 3, 1, 4), float(step))
+        keys, values = layer.update(token, -token)
+    assert layer._key_buffer is buffer  # no reallocation while spare columns remained
+    keys, values = layer.update(torch.ones(2, 3, 1, 4), -torch.ones(2, 3, 1, 4))
+    assert layer._key_buffer is not buffer and layer.get_seq_length() == 5 + GrowingLayer.SPARE + 1
+    assert torch.equal(keys[:, :, :5], first) and torch.equal(values[:, :, :5], -first)
+    assert torch.equal(keys[:, :, 5 + 7], torch.full((2, 3, 4), 7.0))
+    layer.batch_select_indices(torch.tensor([1]))
+    layer.drop_leading(2)
+    assert layer.keys.shape == (1, 3, 4 + GrowingLayer.SPARE, 4)
+    assert torch.equal(layer.keys[0, :, :3], first[1, :, 2:])
+
+
+def test_prompts_that_share_a_prefix_prefill_it_once_and_decode_as_if_alone(model_and_tokenizer, monkeypatch):
+    model, tokenizer = model_and_tokenizer
+    exemplar = "Q: Tom has 2 cats and 3 dogs. How many pets?\nA: 2 + 3 = 5. The answer is 5.\n\n"
+    texts = [exemplar + "Q: 7 - 4?\nA:", exemplar + "Q: Sara reads 10 pages a day for a week.\nA:", exemplar + "Q"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    shapes = []
+    real_forward = type(model).forward
+
+    @functools.wraps(real_forward)
+    def forward(self, *args, **kwargs):
+        ids = kwargs.get("input_ids")
+        shapes.append(tuple((ids if ids is not None else kwargs["decoder_input_ids"]).shape))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    params = SamplingParams(max_new_tokens=6, top_logprobs=2)
+    with torch.no_grad():
+        rows = decode_batch(model, prompts, params, options(tokenizer), pad_id=tokenizer.pad_token_id)
+
+    shared = len(tokenizer(exemplar + "Q")["input_ids"]) - 1  # the last prompt keeps one own token
+    if not model.config.is_encoder_decoder:
+        assert shapes[0] == (1, shared)  # the common prefix, once
+        assert shapes[1][0] == 3 and shapes[1][1] < len(prompts[1])  # then each row's own tokens
+    for prompt, row in zip(prompts, rows):
+        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" else [])
+        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
+        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
+        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
+            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
