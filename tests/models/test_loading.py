@@ -220,3 +220,15 @@ def test_prompts_lose_newlines_only_for_tokenizers_that_cannot_keep_them():
     assert dropping.prepare_prompt("Q: a\nb\n") == "Q: a b "
     assert keeping.keeps_newlines
     assert keeping.prepare_prompt("Q: a\nb\n") == "Q: a\nb\n"
+
+
+@pytest.mark.parametrize("mode, shown", [("plain", False), ("rich", True)])
+def test_the_weight_loading_bar_stays_out_of_logs(tmp_path, monkeypatch, capfd, mode, shown):
+    """A log file (plain progress) must not collect transformers' carriage-return bar at every load."""
+    tokenizer = ascii_tokenizer()
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    monkeypatch.setenv("COTSPEC_PROGRESS", mode)
+    capfd.readouterr()
+    load_model(str(tmp_path / "llama"), dtype="float32", device="cpu")
+    assert ("Loading weights" in capfd.readouterr().err) == shown

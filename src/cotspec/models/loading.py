@@ -32,7 +32,7 @@ import os
 import shutil
 import struct
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -50,6 +50,7 @@ from transformers import (
 )
 
 from ..errors import CotspecError
+from ..progress import progress_mode, quiet_transformers_bars
 from .dtypes import resolve_device, resolve_dtype
 from .presets import PRESETS, preset_path
 
@@ -344,7 +345,11 @@ def _load_pretrained(location: str, dtype: torch.dtype, options: dict) -> tuple:
     config = AutoConfig.from_pretrained(location, **options)
     model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(location, **options)
-    model = model_class.from_pretrained(location, dtype=dtype, **options)
+    # transformers' "Loading weights" bar redraws with carriage returns: a terminal shows it, a log
+    # file (a `cotspec run` in the background) gets one garbled line per model loaded.
+    quiet = quiet_transformers_bars() if progress_mode() != "rich" else nullcontext()
+    with quiet:
+        model = model_class.from_pretrained(location, dtype=dtype, **options)
     return model, tokenizer
 
 
