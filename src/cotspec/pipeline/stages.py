@@ -11,7 +11,10 @@ finished training run would have been, so all of its upstream settings count as 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -137,11 +140,24 @@ def _train(run: Run) -> str:
     from ..distill.run import run_training
 
     summary = run_training(distill_config(run)) or {}
+    _return_freed_memory()
 
     def loss(value: Any) -> str:
         return "-" if value is None else f"{value:.4f}"
 
     return f"{summary.get('steps')} steps, loss {loss(summary.get('first_loss'))} -> {loss(summary.get('last_loss'))}"
+
+
+def _return_freed_memory() -> None:
+    """Hand the trainer's freed memory back to the system before the evaluations that follow in this
+    process. glibc keeps freed heap pages: after 4 steps of SmolLM2-135M the process still held 5.0 GB,
+    1.4 GB after ``malloc_trim`` (the following decoding ran at the same speed either way)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # another C library (musl): nothing to trim by this name
+            pass
 
 
 # --- eval_checkpoints, select, eval_selected ------------------------------------------------------------
