@@ -328,3 +328,16 @@ def test_shipped_pipeline_configs_pass_dry_run(config, run_cli, tmp_path, monkey
     assert result.exit_code == 0, result.stderr
     assert "train" in result.stdout and "memory per device" in result.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unfinished_evaluation_leaves_the_table_out_not_the_exit_status(world, monkeypatch, run_cli, tmp_path):
+    """A run stopped early (--until) next to an evaluation an earlier run left unfinished: the work
+    that was asked for is done, so the command succeeds and says why the table is missing."""
+    out = tmp_path / "run"
+    shutil.copytree(world.finished, out)
+    (out / "eval" / "step-999" / "dev-zero-shot").mkdir(parents=True)
+    with counting(monkeypatch) as calls:
+        result = run_cli("run", world.config(), "--out", out, "--until", "select")
+    assert result.exit_code == 0, result.stderr
+    assert calls["model_loads"] == 0
+    assert "no before/after table yet: " in result.stdout and "step-999" in result.stdout

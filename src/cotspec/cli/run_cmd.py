@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import CotspecError
 from .app import app
 
 
@@ -58,7 +59,11 @@ def run_command(
             typer.echo(f"{stage}: {summary}")
         from ..report.tables import before_after_markdown
 
-        table = before_after_markdown(Path(result["run_dir"]))
+        try:
+            table = before_after_markdown(Path(result["run_dir"]))
+        except CotspecError as err:  # an evaluation this run has not finished (--until, or interrupted)
+            table = None
+            typer.echo(f"\nno before/after table yet: {err}")
         if table is not None:
             typer.echo("\n" + table)
         report = Path(result["run_dir"]) / "report" / "report.html"
