@@ -356,9 +356,9 @@ def decode_rows(
         finished: list[int] = []
         with torch.inference_mode():
             free = batch_size - len(active)
-            if waiting and (not active or (joinable and stepper.can_join and free >= refill_at)):
-                count = min(free if joinable else fixed_size, len(waiting))
-                group = [waiting.popleft() for _ in range(count)]
+            can_join = active and stepper.can_join
+            if waiting and (not active or (can_join and free >= refill_at)):
+                group = [waiting.popleft() for _ in range(min(free if joinable else fixed_size, len(waiting)))]
                 new, new_logits = _prefill(stepper_class, model, [prompts[row] for row in group], pad_id)
                 for row in group:
                     results[row] = RowResult(top_logprobs=[] if params.top_logprobs else None)
@@ -370,7 +370,8 @@ def decode_rows(
                 else:
                     stepper, logits = new, new_logits
                 active += group
-            next_tokens = _choose(logits.float(), params, warpers, [generators[row] for row in active] if seeds is not None else None, results, active)
+            row_generators = None if seeds is None else [generators[row] for row in active]
+            next_tokens = _choose(logits.float(), params, warpers, row_generators, results, active)
 
             keep = []  # positions in `active` whose row goes on
             for pos, (row, token) in enumerate(zip(active, next_tokens.tolist())):
