@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
 
@@ -201,3 +202,47 @@ def test_answer_only_formats_take_one_correct_chain_per_question_and_cot_formats
     manifest = json.loads((tmp_path / "data" / MANIFEST).read_text())
     assert manifest["formats"]["zero_shot_answer"]["natural_rows"] == 3
     assert manifest["formats"]["zero_shot_cot"]["natural_rows"] == 6
+
+
+def test_teacher_columns_and_hash_are_the_teachers_values_exactly(tmp_path, data_dir, gsm8k_train, dev_ids):
+    """The store's arrays go to Arrow without Python lists (`formats/teacher_columns.py`); what arrives must
+    be what the teacher sent: every token and candidate, ragged top-k (1..5 candidates, none at some
+    positions), characters JSON escapes, non-ASCII, at float32, and `content_sha256` as the lists gave it."""
+    from support.formats_support import reference_content_hash, teacher_row
+    from support.sample_rows import make_row, run_config
+
+    from cotspec.store import SampleRow, SampleStore
+
+    questions = [ex for ex in gsm8k_train[:30] if ex.id not in dev_ids][:5]
+    escaped = ['"', "\\", "\t", "\x01", "é", " 🦆", "\u2028", "’s"]
+    no_candidates = make_row(questions[4].id, 2, correct=True, n_tokens=6, seed=9)
+    no_candidates.top_logprobs = [[] if i % 2 else position for i, position in enumerate(no_candidates.top_logprobs)]
+    written: list[SampleRow] = [
+        *(make_row(q.id, i, correct=True, n_tokens=4 + 11 * i, seed=7) for q in questions for i in range(2)),
+        teacher_row(questions[0].id, 2, "".join(escaped), tokens=escaped),
+        no_candidates,
+    ]
+    path = tmp_path / "teacher.db"
+    with SampleStore.open(path, writable=True) as store:
+        store.register_run(run_config())
+        store.add_questions(questions)
+        store.add_many(written)
+    by_key = {(r.question_id, f"s{r.sample_index}"): r for r in written}
+
+    rows = build_training_data(BuildConfig(out=tmp_path / "data", store=path, data_dir=data_dir))["train"].to_list()
+    expected = []
+    for row in rows:
+        want = dict.fromkeys(("teacher_tokens", "teacher_top_tokens", "teacher_top_logprobs"), [])
+        if row["format"].endswith("_cot"):
+            sample = by_key[(row["question_id"], row["id"].rsplit(":", 1)[1])]
+            want = {
+                "teacher_tokens": sample.tokens,
+                "teacher_top_tokens": [[t for t, _ in position] for position in sample.top_logprobs],
+                "teacher_top_logprobs": [[float(np.float32(lp)) for _, lp in position] for position in sample.top_logprobs],
+            }
+        expected.append({**row, **want})
+    cot = [r for r in rows if r["format"].endswith("_cot")]
+    assert len(cot) == 2 * len(written) and all(r["has_logprobs"] for r in cot)
+    assert rows == expected
+    manifest = json.loads((tmp_path / "data" / MANIFEST).read_text())
+    assert manifest["content_sha256"] == reference_content_hash(expected)

@@ -93,3 +93,12 @@ def test_header_layout_is_as_documented():
 def test_inconsistent_shapes_are_a_bug_not_a_blob():
     with pytest.raises(ValueError, match="inconsistent"):
         blob.encode(blob.TopK(np.zeros(3, np.int32), np.zeros((2, 5), np.int32), np.zeros((2, 5), np.float32)))
+
+
+def test_unpadded_drops_exactly_the_padding_position_by_position():
+    ids = np.array([[4, 7, blob.PAD_ID], [blob.PAD_ID] * 3, [1, 2, 3]], dtype=np.int32)
+    logprobs = np.array([[-0.5, -1.5, -np.inf], [-np.inf] * 3, [-0.25, -2.0, -9.0]], dtype=np.float32)
+    widths, flat_ids, flat_logprobs = blob.TopK(np.array([4, 9, 1], dtype=np.int32), ids, logprobs).unpadded()
+    assert widths.tolist() == [2, 0, 3]
+    assert flat_ids.tolist() == [4, 7, 1, 2, 3]
+    assert flat_logprobs.dtype == np.float32 and flat_logprobs.tolist() == [-0.5, -1.5, -0.25, -2.0, -9.0]

@@ -330,3 +330,18 @@ def test_a_run_stored_before_seeds_were_recorded_reads_back_with_no_seed():
     stored = json.loads(run_config(seed=3).to_json())
     del stored["seed"]
     assert RunConfig.from_json(json.dumps(stored)).seed is None
+
+
+def test_top_k_reads_back_as_arrays_and_the_lists_are_made_from_them(new_store):
+    from cotspec.store import TeacherTopK
+
+    store, run_id = new_store
+    row = make_row("gsm8k/train/0", 0, run_id=run_id, n_tokens=20, k=5)
+    store.add(row)
+    (got,) = store.iter_samples()
+    assert isinstance(got.topk, TeacherTopK)
+    assert got.topk.table.join(got.topk.chosen) == row.text
+    assert got.topk.widths.tolist() == [len(position) for position in row.top_logprobs]
+    assert got.topk.lists() == (got.tokens, got.top_tokens, got.top_logprobs)
+    (plain,) = store.iter_samples(with_topk=False)
+    assert plain.topk is None and plain.tokens is None and plain.has_logprobs

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import re
 
+import numpy as np
+
+from cotspec.formats import DATASET_LAYOUT, FEATURES
 from cotspec.store import SampleRow
 
 
@@ -29,3 +35,15 @@ def teacher_row(question_id: str, index: int, text: str, *, correct: bool = True
         completion_tokens=len(tokens), generated_tokens=len(tokens),
         tokens=tokens if logprobs else None, top_logprobs=top if logprobs else None,
     )  # fmt: skip
+
+
+def reference_content_hash(rows: list[dict]) -> str:
+    """A build's `content_sha256` over rows of plain Python values, as `ContentHasher.update` computed it
+    before the build kept the teacher's top-k as arrays (a copy, so a change to either shows)."""
+    sha = hashlib.sha256(DATASET_LAYOUT.encode())
+    for row in rows:
+        head = [row[c] for c in FEATURES if c != "teacher_top_logprobs"]
+        sha.update(json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        logprobs = itertools.chain.from_iterable(row["teacher_top_logprobs"])
+        sha.update(np.fromiter(logprobs, dtype="<f4").tobytes())
+    return sha.hexdigest()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..errors import CotspecError
-from ..store import SampleStore, StoredSample
+from ..store import SampleStore, StoredSample, TeacherTopK
 from ..tasks.base import Example
 from .templates import gold_chain
 
@@ -49,17 +49,32 @@ class ChainRef:
 
 @dataclass
 class Chain:
-    """A chain's text, with the teacher's tokens and top-k candidates when they match the text."""
+    """A chain's text, with the teacher's tokens and top-k candidates when they match the text.
+
+    `tokens`, `top_tokens` and `top_logprobs` spell `teacher` as Python lists, made on each access (tests,
+    debugging); the build reads `teacher` itself.
+    """
 
     ref: ChainRef
     text: str
-    tokens: list[str] | None = None
-    top_tokens: list[list[str]] | None = None
-    top_logprobs: list[list[float]] | None = None
+    teacher: TeacherTopK | None = None
+    """The store's arrays, as the rows' teacher columns are made from them (see `teacher_columns`)."""
 
     @property
     def has_logprobs(self) -> bool:
-        return self.tokens is not None
+        return self.teacher is not None
+
+    @property
+    def tokens(self) -> list[str] | None:
+        return None if self.teacher is None else self.teacher.lists()[0]
+
+    @property
+    def top_tokens(self) -> list[list[str]] | None:
+        return None if self.teacher is None else self.teacher.lists()[1]
+
+    @property
+    def top_logprobs(self) -> list[list[float]] | None:
+        return None if self.teacher is None else self.teacher.lists()[2]
 
 
 @dataclass
@@ -162,18 +177,19 @@ def _next_group(groups, question_id: str, wanted: set[int], path: Path) -> dict[
 
 def _store_chain(ref: ChainRef, sample: StoredSample, counts: Counter) -> Chain:
     chain = Chain(ref, sample.text)
-    if not sample.has_logprobs or sample.tokens is None:
+    topk = sample.topk
+    if not sample.has_logprobs or topk is None:
         counts["store_chains_without_logprobs"] += 1
-    elif "".join(sample.tokens) != sample.text:
+    elif topk.table.join(topk.chosen) != sample.text:
         # e.g. byte-level token strings, or a chain cut mid-token after its answer line: the positions
         # would not line up with the target, so the row is kept as plain text.
         counts["store_chains_logprobs_dropped_tokens_differ_from_text"] += 1
-    elif not _is_valid_unicode("\0".join(itertools.chain.from_iterable(sample.top_tokens or ()))):
+    elif not topk.representable:
         # A candidate with a lone surrogate (half a UTF-16 pair, as some servers' JSON carries) is kept by
         # the store but cannot be an Arrow string.
         counts["store_chains_logprobs_dropped_invalid_unicode"] += 1
     else:
-        chain.tokens, chain.top_tokens, chain.top_logprobs = sample.tokens, sample.top_tokens, sample.top_logprobs
+        chain.teacher = topk
         counts["store_chains_with_logprobs"] += 1
     return chain
 
@@ -191,11 +207,3 @@ def _known_example(path: Path, sample: StoredSample, by_id: dict[str, Example]) 
             "point --data-dir at the data the store was sampled from"
         )
     return example
-
-
-def _is_valid_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

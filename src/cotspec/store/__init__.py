@@ -7,5 +7,6 @@ from .export import FORMATS, NothingToExport
 from .records import RunConfig, SampleRow, StoredSample
 from .sample_store import SampleStore
 from .stats import StoreStats, pass_at_k
+from .teacher_topk import TeacherTopK, TokenTable
 
-__all__ = ["FORMATS", "NothingToExport", "RunConfig", "SampleRow", "SampleStore", "StoreStats", "StoredSample", "TopK", "pass_at_k"]
+__all__ = ["FORMATS", "NothingToExport", "RunConfig", "SampleRow", "SampleStore", "StoreStats", "StoredSample", "TeacherTopK", "TokenTable", "TopK", "pass_at_k"]

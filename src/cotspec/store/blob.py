@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import PAD_ID  # noqa: F401 -- the layout's padding id; readers use blob.PAD_ID
+from ..constants import PAD_ID  # the layout's padding id; readers use blob.PAD_ID
 
 MAGIC = b"CSTK"
 LAYOUT_VERSION = 1
@@ -65,6 +65,16 @@ class TopK:
     @property
     def k(self) -> int:
         return int(self.candidate_ids.shape[1])
+
+    def unpadded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates without padding, position after position, as flat arrays (no Python per token).
+
+        Returns (widths int32 [n]: candidates at each position; ids int32 [m]; log-probs float32 [m]), m the
+        sum of the widths: position i's candidates are the widths[i] entries after those of positions < i.
+        """
+        real = self.candidate_ids != PAD_ID
+        widths = real.sum(axis=1, dtype=np.int32)
+        return widths, self.candidate_ids[real], self.candidate_logprobs[real]
 
 
 def encode(topk: TopK, compress: bool = True) -> bytes:

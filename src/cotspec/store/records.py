@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+
+from .teacher_topk import TeacherTopK
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,12 @@ class SampleRow:
 
 @dataclass
 class StoredSample:
-    """A row read back, joined with its question."""
+    """A row read back, joined with its question.
+
+    The teacher's top-k stays arrays (`topk`); `tokens`, `top_tokens` and `top_logprobs` are Python lists
+    made from it on first access, for readers that want them (export, tests). The build reads the arrays
+    and never makes the lists.
+    """
 
     question_id: str
     sample_index: int
@@ -118,9 +126,25 @@ class StoredSample:
     generated_tokens: int
     created_at: float
     has_logprobs: bool
-    tokens: list[str] | None
-    """None when the teacher returned no logprobs for this sample, or when read with ``with_topk=False``."""
-    top_tokens: list[list[str]] | None
-    """Per position, the candidate tokens, most likely first (padding removed)."""
-    top_logprobs: list[list[float]] | None
-    """Per position, the candidates' log-probabilities (float32 precision)."""
+    topk: TeacherTopK | None = field(default=None, repr=False)
+    """The decoded blob (ids into the store's token table); None when the teacher returned no logprobs
+    for this sample, or when read with ``with_topk=False``."""
+
+    @property
+    def tokens(self) -> list[str] | None:
+        """The teacher's tokens of `text`; None when `topk` is."""
+        return None if self._lists is None else self._lists[0]
+
+    @property
+    def top_tokens(self) -> list[list[str]] | None:
+        """Per position, the candidate tokens, most likely first (padding removed)."""
+        return None if self._lists is None else self._lists[1]
+
+    @property
+    def top_logprobs(self) -> list[list[float]] | None:
+        """Per position, the candidates' log-probabilities (float32 precision)."""
+        return None if self._lists is None else self._lists[2]
+
+    @cached_property
+    def _lists(self) -> tuple[list[str], list[list[str]], list[list[float]]] | None:
+        return None if self.topk is None else self.topk.lists()

@@ -27,6 +27,7 @@ from .records import CONFIG_FIELDS, RunConfig, SampleRow, StoredSample
 from .export import export_samples
 from .schema import connect
 from .stats import QuestionCounts, StoreStats, summarize
+from .teacher_topk import TeacherTopK, TokenTable
 
 _SAMPLE_COLUMNS = (
     "question_id, sample_index, run_id, prompt_sha256, text, finish_reason, extracted, correct, "
@@ -188,7 +189,7 @@ class SampleStore:
         """
         if max_per_question is not None and max_per_question < 1:
             raise ConfigError("max_per_question", f"must be >= 1, got {max_per_question}")
-        pieces = self._all_pieces() if with_topk else []
+        table = self._token_table() if with_topk else None
         where = "WHERE s.correct = 1" if correct_only else ""
         topk_col = "s.topk" if with_topk else "NULL"
         query = (
@@ -210,7 +211,7 @@ class SampleStore:
             if max_per_question is not None and kept >= max_per_question:
                 continue
             kept += 1
-            yield self._stored_sample(rec, pieces)
+            yield self._stored_sample(rec, table)
 
     def per_question(self) -> list[QuestionCounts]:
         """Aggregates per question with at least one sample, in question order."""
@@ -322,34 +323,28 @@ class SampleStore:
             row.generated_tokens, int(row.tokens is not None), topk_blob, now,
         )  # fmt: skip
 
-    def _all_pieces(self) -> list[str | None]:
+    def _token_table(self) -> TokenTable:
         (max_id,) = self._conn.execute("SELECT coalesce(max(token_id), 0) FROM tokens").fetchone()
         pieces: list[str | None] = [None] * (max_id + 1)
         for token_id, piece in self._conn.execute("SELECT token_id, piece FROM tokens"):
             pieces[token_id] = _piece_str(piece)
-        return pieces
+        return TokenTable(pieces)
 
-    def _stored_sample(self, rec: tuple, pieces: list[str | None]) -> StoredSample:
+    def _stored_sample(self, rec: tuple, table: TokenTable | None) -> StoredSample:
         (qid, index, run_id, question, gold, prompt_sha, text, finish, extracted, correct,
          prompt_tokens, completion_tokens, generated_tokens, created_at, has_lp, topk_blob) = rec  # fmt: skip
-        tokens = top_tokens = top_logprobs = None
+        topk = None
         if has_lp and topk_blob is not None:
             try:
                 topk = blob.decode(topk_blob)
             except blob.BlobError as err:
                 raise CotspecError(f"{self.path}: sample {qid}#{index} has a damaged top-k blob ({err})") from None
-            tokens = [pieces[i] for i in topk.chosen.tolist()]
-            top_tokens, top_logprobs = [], []
-            for ids_row, lp_row in zip(topk.candidate_ids.tolist(), topk.candidate_logprobs.tolist()):
-                width = len(ids_row) - ids_row.count(blob.PAD_ID)
-                top_tokens.append([pieces[i] for i in ids_row[:width]])
-                top_logprobs.append(lp_row[:width])
         return StoredSample(
             question_id=qid, sample_index=index, run_id=run_id, question=question, gold=gold,
             prompt_sha256=prompt_sha, text=text, finish_reason=finish, extracted=extracted,
             correct=bool(correct), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             generated_tokens=generated_tokens, created_at=created_at, has_logprobs=bool(has_lp),
-            tokens=tokens, top_tokens=top_tokens, top_logprobs=top_logprobs,
+            topk=None if topk is None or table is None else TeacherTopK.from_blob(topk, table),
         )  # fmt: skip
 
 
