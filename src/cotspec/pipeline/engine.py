@@ -155,14 +155,18 @@ def execute(
         state.start(stage.name, decision.inputs_sha256, decision.settings)
         started = time.monotonic()
         say(f"{head}: {'resuming' if decision.action == 'resume' else 'running'}")
-        summary = stage.execute(run)
+        with state.clock(stage.name):
+            summary = stage.execute(run)
         seconds = time.monotonic() - started
         ran.add(stage.name)
         if summary is None or summary.startswith("skipped:"):
             state.forget(stage.name)
             say(f"{head}: {summary or 'skipped'}")
             continue
-        state.finish(stage.name, seconds, summary)
+        state.finish(stage.name, summary)
         summaries[stage.name] = summary
-        say(f"{head}: done in {seconds:.1f}s — {summary}")
+        record = state.stage(stage.name) or {}
+        pieces = record.get("pieces", 1)
+        total = f" ({record.get('seconds'):.1f}s over {pieces} pieces)" if pieces > 1 else ""
+        say(f"{head}: done in {seconds:.1f}s{total} — {summary}")
     return summaries

@@ -7,7 +7,9 @@ state.json::
                           "seconds": 12.3, "finished_at": "2025-…Z", "summary": "4 steps, loss 2.31 -> 1.87"}}}
 
 `status` is ``running`` from the moment a stage starts until it finishes (a killed stage stays
-``running``: the next run resumes it) and ``done`` after. `inputs_sha256` hashes every setting the
+``running``: the next run resumes it) and ``done`` after. `seconds` is the stage's wall time over all
+the pieces it ran in (`pieces`): a running stage writes it every `HEARTBEAT_S`, so a piece that is
+killed (a session that ends) still counts, to within that interval. `inputs_sha256` hashes every setting the
 stage's outputs depend on, its upstream stages' included; `settings` are those values whose change
 would invalidate finished work (the keys a refusal names).
 """
@@ -18,9 +20,11 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import CotspecError
 from ..outputs import OutputLayout
@@ -30,6 +34,8 @@ VERSIONS_FILE = "versions.json"
 CONFIG_FILE = "config.yaml"
 SELECTION_FILE = "selection.json"
 STAGING = ".staging"
+HEARTBEAT_S = 60.0
+"""How often a running stage records its wall time so far."""
 
 RUN_OUTPUT = OutputLayout(
     "cotspec run",
@@ -73,6 +79,8 @@ class RunState:
             raise CotspecError(f"{self.path}: not a cotspec run state; choose another --out")
         self.data: dict[str, Any] = data or {"stages": {}}
         self.data.setdefault("stages", {})
+        self._lock = threading.RLock()  # the clock thread writes too
+        self._clock: dict[str, tuple[float, float]] = {}  # stage -> (seconds of earlier pieces, monotonic start)
 
     @property
     def exists(self) -> bool:
@@ -82,21 +90,59 @@ class RunState:
         return self.data["stages"].get(name)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, self.data)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, self.data)
 
     def start(self, name: str, inputs_sha256: str, settings: dict[str, Any]) -> None:
-        self.data["stages"][name] = {"status": "running", "inputs_sha256": inputs_sha256, "settings": settings,
-                                     "started_at": _now()}
+        """Record that `name` runs; a stage resumed with the same inputs keeps the time it already took."""
+        with self._lock:
+            old = self.data["stages"].get(name) or {}
+            resumed = old.get("status") == "running" and old.get("inputs_sha256") == inputs_sha256
+            earlier = float(old.get("seconds", 0.0)) if resumed else 0.0
+            self._clock[name] = (earlier, time.monotonic())
+            self.data["stages"][name] = {"status": "running", "inputs_sha256": inputs_sha256, "settings": settings,
+                                         "started_at": _now(), "seconds": round(earlier, 2),
+                                         "pieces": int(old.get("pieces", 1)) + 1 if resumed else 1}
         self.save()
 
-    def finish(self, name: str, seconds: float, summary: str) -> None:
-        record = self.data["stages"][name]
-        record.update(status="done", seconds=round(seconds, 2), finished_at=_now(), summary=summary)
+    def elapsed(self, name: str) -> float:
+        """Wall time of `name` over all its pieces, this one so far included."""
+        earlier, started = self._clock[name]
+        return earlier + time.monotonic() - started
+
+    def tick(self, name: str) -> None:
+        with self._lock:
+            self.data["stages"][name]["seconds"] = round(self.elapsed(name), 2)
         self.save()
+
+    def finish(self, name: str, summary: str) -> None:
+        with self._lock:
+            record = self.data["stages"][name]
+            record.update(status="done", seconds=round(self.elapsed(name), 2), finished_at=_now(), summary=summary)
+        self.save()
+
+    @contextmanager
+    def clock(self, name: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+        """While the block runs, record the stage's wall time every `every` seconds (a daemon thread)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                self.tick(name)
+
+        thread = threading.Thread(target=beat, name=f"cotspec-clock-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def forget(self, name: str) -> None:
-        if self.data["stages"].pop(name, None) is not None:
+        with self._lock:
+            forgotten = self.data["stages"].pop(name, None) is not None
+        if forgotten:
             self.save()
 
 

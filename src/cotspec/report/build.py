@@ -231,8 +231,9 @@ def _stages_table(state: dict) -> Table:
             summary = json.dumps(summary, ensure_ascii=False)
             summary = summary if len(summary) <= 120 else summary[:117] + "..."
         rows.append([str(name), str(info.get("status", "")), "" if seconds is None else f"{float(seconds):.1f}",
-                     str(info.get("finished_at") or ""), str(summary or "")])
-    return Table(["stage", "status", "seconds", "finished", "summary"], rows, align=["l", "l", "r", "l", "l"])
+                     str(info.get("pieces", 1)), str(info.get("finished_at") or ""), str(summary or "")])
+    # seconds: wall time over all the pieces (sessions) a stage ran in.
+    return Table(["stage", "status", "seconds", "pieces", "finished", "summary"], rows, align=["l", "l", "r", "r", "l", "l"])
 
 
 def _params(count: int | None) -> str:
