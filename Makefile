@@ -25,10 +25,23 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # silent rebuild from the sdist with other flags).
 LLAMA_KEY := $(shell printf '%s %s' '$(LLAMA_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
 LLAMA_WHEEL_DIR ?= $(HOME)/.cache/cotspec/wheels/llama-cpp-python-$(LLAMA_KEY)
+# The faster teacher server: llama.cpp's C++ `llama-server` (parallel slots, continuous batching, top-k
+# log-probabilities computed natively), built with cmake from the llama.cpp that the llama-cpp-python sdist
+# vendors, so both servers run the same llama.cpp. Same portable instruction set as above; static, so the
+# binary needs no libllama.so beside it; no OpenSSL (it serves loopback HTTP) and no web UI (it would be
+# downloaded from the Hugging Face hub at build time). Cached like the wheel, keyed by version and flags;
+# LLAMA_SDIST=path/to/llama_cpp_python-X.tar.gz builds from a downloaded sdist instead of fetching it.
+LLAMA_SERVER_CMAKE_ARGS ?= $(filter-out -DLLAVA_BUILD=OFF,$(LLAMA_CMAKE_ARGS)) -DCMAKE_BUILD_TYPE=Release \
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+LLAMA_SERVER_KEY := $(shell printf '%s %s' '$(LLAMA_VERSION)' '$(LLAMA_SERVER_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+LLAMA_SERVER_DIR ?= $(HOME)/.cache/cotspec/bin/llama-server-$(LLAMA_SERVER_KEY)
+LLAMA_SDIST ?=
+LLAMA_BUILD_JOBS ?= $(shell nproc)
 DATA_DIR ?= $(if $(COTSPEC_DATA_DIR),$(COTSPEC_DATA_DIR),../shared/data)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test install install-teacher install-dev clean
+.PHONY: demo test install install-teacher install-teacher-server install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +59,27 @@ $(LLAMA_WHEEL_DIR)/.complete: | $(PY)
 	rm -rf "$(LLAMA_WHEEL_DIR)" && mv "$(LLAMA_WHEEL_DIR).partial" "$(LLAMA_WHEEL_DIR)"
 	touch $@
 
+# Staged in .partial and renamed when done: an interrupted build never passes for a finished one.
+$(LLAMA_SERVER_DIR)/.complete: STAGE = $(LLAMA_SERVER_DIR).partial
+$(LLAMA_SERVER_DIR)/.complete: | $(PY)
+	rm -rf "$(STAGE)" && mkdir -p "$(STAGE)/src"
+	$(if $(LLAMA_SDIST),cp "$(LLAMA_SDIST)" "$(STAGE)/sdist.tar.gz",$(PY) -m pip download -q --disable-pip-version-check \
+	  --no-cache-dir --no-binary :all: --no-deps -d "$(STAGE)/download" "llama-cpp-python==$(LLAMA_VERSION)" \
+	  && mv "$(STAGE)"/download/llama_cpp_python-$(LLAMA_VERSION).tar.gz "$(STAGE)/sdist.tar.gz")
+	tar xzf "$(STAGE)/sdist.tar.gz" -C "$(STAGE)/src" --strip-components=1
+	cmake -S "$(STAGE)/src/vendor/llama.cpp" -B "$(STAGE)/build" $(LLAMA_SERVER_CMAKE_ARGS) > "$(STAGE)/build.log"
+	cmake --build "$(STAGE)/build" -j$(LLAMA_BUILD_JOBS) --target llama-server >> "$(STAGE)/build.log"
+	cp "$(STAGE)/build/bin/llama-server" "$(STAGE)/llama-server"
+	rm -rf "$(STAGE)/src" "$(STAGE)/build" "$(STAGE)/download" "$(STAGE)/sdist.tar.gz"
+	rm -rf "$(LLAMA_SERVER_DIR)" && mv "$(STAGE)" "$(LLAMA_SERVER_DIR)"
+	touch $@
+
+# Copied next to the venv's python, where cotspec.teacher.server looks for it first.
+$(VENV)/.installed-teacher-server-$(LLAMA_SERVER_KEY): $(LLAMA_SERVER_DIR)/.complete | $(PY)
+	cp "$(LLAMA_SERVER_DIR)/llama-server" "$(VENV)/bin/llama-server.partial"
+	mv "$(VENV)/bin/llama-server.partial" "$(VENV)/bin/llama-server"
+	touch $@
+
 # The marker names the wheel's key, so changing the flags reinstalls.
 $(VENV)/.installed-teacher-$(LLAMA_KEY): $(LLAMA_WHEEL_DIR)/.complete $(VENV)/.installed
 	$(PIP) --only-binary llama-cpp-python --find-links "$(LLAMA_WHEEL_DIR)" --force-reinstall --no-deps \
@@ -54,12 +88,14 @@ $(VENV)/.installed-teacher-$(LLAMA_KEY): $(LLAMA_WHEEL_DIR)/.complete $(VENV)/.i
 	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-teacher-$(LLAMA_KEY)
+# The test suite serves the embedded model with both teacher servers, so dev installs both.
+$(VENV)/.installed-dev: $(VENV)/.installed-teacher-$(LLAMA_KEY) $(VENV)/.installed-teacher-server-$(LLAMA_SERVER_KEY)
 	$(PIP) --only-binary llama-cpp-python --find-links "$(LLAMA_WHEEL_DIR)" -e '.[dev,teacher]'
 	touch $@
 
 install: $(VENV)/.installed
 install-teacher: $(VENV)/.installed-teacher-$(LLAMA_KEY)
+install-teacher-server: $(VENV)/.installed-teacher-server-$(LLAMA_SERVER_KEY)
 install-dev: $(VENV)/.installed-dev
 
 test: install-dev

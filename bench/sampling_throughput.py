@@ -1,15 +1,20 @@
-"""Teacher sampling throughput against a local llama.cpp server, by client concurrency.
+"""Teacher sampling throughput of the two local servers, by client concurrency.
 
-    .venv/bin/python bench/sampling_throughput.py --questions 8 --concurrency 1,2,4,8
+    .venv/bin/python bench/sampling_throughput.py --questions 8 --concurrency 1,2,4,8 --top-logprobs 5
 
-Starts the embedded SmolLM2-135M-Instruct GGUF under llama.cpp's server (cotspec.teacher.server), then
-samples zero-shot chain-of-thought for GSM8K training questions through OpenAIBackend at each client
-concurrency, with and without top-k logprobs (the paper keeps the top 5). Every level uses the same
-per-request seeds, so it generates the very same tokens: tokens/s differ only by how requests are
-served. Prints generated tokens/s and the ratio to sequential sampling (concurrency 1) in this process.
+Starts the embedded SmolLM2-135M-Instruct GGUF under each server engine of cotspec.teacher.server
+(llama.cpp's C++ llama-server with as many slots as the highest concurrency, and llama-cpp-python's
+server), both up at once, then samples zero-shot chain-of-thought for GSM8K training questions through
+OpenAIBackend at each client concurrency, with top-k logprobs (the paper keeps the top 5). Levels run
+in turn on both servers, one after the other, so machine load falls on both alike. Every level sends
+the same per-request seeds, yet token counts differ a little between levels and servers (the servers'
+samplers differ, and prompt caching and batching change floating-point sums enough to flip a near-tie
+now and then): tokens/s is what compares. Prints generated tokens/s per server and concurrency, the ratio to
+sequential sampling (concurrency 1) on that server, and the ratio llama-server / llama-cpp-python at
+each one's best concurrency, with this machine's CPU model and whether it has AMX.
 
-``--fleet K`` adds a row for K servers with one thread each behind the same backend, the way to use
-more cores with llama-cpp-python's server (it serves one request at a time, with no parallel slots).
+``--fleet K`` adds a row for K llama-cpp-python servers with one thread each behind the same backend,
+the older way to use more cores with that server (it serves one request at a time).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +30,17 @@ from pathlib import Path
 from cotspec.backends.base import SamplingParams
 from cotspec.backends.openai_backend import OpenAIBackend
 from cotspec.tasks.datadir import read_jsonl, require_file, resolve_data_dir
-from cotspec.teacher.server import start_llama_server
+from cotspec.teacher.engines import ENGINES
+from cotspec.teacher.server import LlamaServer, start_llama_server
+
+
+def cpu_description() -> str:
+    """``model name`` of /proc/cpuinfo, whether it has AMX tiles (amx_tile), and the core count."""
+    text = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    amx = "amx_tile" in (flags.group(1).split() if flags else [])
+    return f"{model.group(1) if model else 'unknown CPU'}; amx_tile: {'yes' if amx else 'no'}; {os.cpu_count()} cores"
 
 
 def gsm8k_prompts(data_dir: str | None, count: int) -> list[str]:
@@ -45,6 +61,11 @@ def measure(urls: list[str], model: str, prompts: list[str], params: SamplingPar
     return tokens, time.perf_counter() - started
 
 
+def label(server: LlamaServer, threads: int | None) -> str:
+    slots = f", {server.parallel} slots" if server.engine == "llama-server" else ""
+    return f"{server.engine} ({threads or 'default'} thr{slots})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,42 +75,60 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated client concurrency levels")
     parser.add_argument("--max-tokens", type=int, default=128, help="generated tokens per sample, at most")
     parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (paper: 0.5)")
-    parser.add_argument("--top-logprobs", default="0",
+    parser.add_argument("--top-logprobs", default="5",
                         help="comma-separated top-k logprob settings to run (0: none; the paper keeps 5)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated server engines to compare")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="llama-server slots (default: the highest concurrency level)")
     parser.add_argument("--threads", type=int, default=None, help="server CPU threads (default: half the cores)")
-    parser.add_argument("--fleet", type=int, default=0, help="also run K one-thread servers as a fleet (0: skip)")
+    parser.add_argument("--fleet", type=int, default=0, help="also run K one-thread llama-cpp-python servers (0: skip)")
     args = parser.parse_args()
 
     prompts = gsm8k_prompts(args.data_dir, args.questions)
     levels = [int(c) for c in args.concurrency.split(",")]
+    engine_names = [e.strip() for e in args.engines.split(",") if e.strip()]
     base = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=1234)
+    print(f"CPU: {cpu_description()}")
     print(f"{len(prompts)} GSM8K questions, max_tokens {args.max_tokens}, temperature {args.temperature}")
-    print(f"{'server':<22} {'top-k':>5} {'conc':>4} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs c=1':>7}")
 
-    with start_llama_server(n_ctx=1024, n_threads=args.threads) as server:
-        measure([server.base_url], server.model_name, prompts[:1], replace(base, max_new_tokens=8), 1)  # warm-up
-        label = f"1 x {args.threads or 'default'} threads"
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for engine in engine_names:
+            slots = (args.slots or max(levels)) if engine == "llama-server" else None
+            servers.append(stack.enter_context(
+                start_llama_server(n_ctx=1024, n_threads=args.threads, engine=engine, parallel=slots)))  # type: ignore[arg-type]
+        for server in servers:  # warm-up
+            measure([server.base_url], server.model_name, prompts[:1], replace(base, max_new_tokens=8), 1)
+        width = max(len(label(s, args.threads)) for s in servers)
+        print(f"{'server':<{width}} {'top-k':>5} {'conc':>4} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs c=1':>7}")
         for k in (int(v) for v in args.top_logprobs.split(",")):
             params = replace(base, top_logprobs=k)
-            sequential = None
+            rates: dict[str, list[float]] = {s.engine: [] for s in servers}
             for concurrency in levels:
-                tokens, seconds = measure([server.base_url], server.model_name, prompts, params, concurrency)
-                rate = tokens / seconds
-                sequential = sequential or rate
-                print(f"{label:<22} {k:>5} {concurrency:>4} {tokens:>7} {seconds:>8.1f} {rate:>7.1f} {rate / sequential:>7.2f}")
+                for server in servers:  # in turn, so both see the same machine load
+                    tokens, seconds = measure([server.base_url], server.model_name, prompts, params, concurrency)
+                    rates[server.engine].append(tokens / seconds)
+                    print(f"{label(server, args.threads):<{width}} {k:>5} {concurrency:>4} {tokens:>7} {seconds:>8.1f} "
+                          f"{tokens / seconds:>7.1f} {rates[server.engine][-1] / rates[server.engine][0]:>7.2f}",
+                          flush=True)
+            if {"llama-server", "llama-cpp-python"} <= rates.keys():
+                fast, slow = rates["llama-server"], rates["llama-cpp-python"]
+                best_fast, best_slow = max(fast), max(slow)
+                print(f"top-{k}: llama-server {best_fast:.1f} tok/s (concurrency {levels[fast.index(best_fast)]}) / "
+                      f"llama-cpp-python {best_slow:.1f} tok/s (concurrency {levels[slow.index(best_slow)]}) = "
+                      f"{best_fast / best_slow:.2f}x")
 
     if args.fleet:
         with contextlib.ExitStack() as stack:
             fleet = [stack.enter_context(start_llama_server(n_ctx=1024, n_threads=1)) for _ in range(args.fleet)]
             urls = [s.base_url for s in fleet]
-            label = f"{args.fleet} x 1 thread"
             for k in (int(v) for v in args.top_logprobs.split(",")):
                 params = replace(base, top_logprobs=k)
                 tokens1, seconds1 = measure(urls[:1], fleet[0].model_name, prompts, params, 1)
                 tokens, seconds = measure(urls, fleet[0].model_name, prompts, params, args.fleet)
                 print(f"{'1 x 1 thread':<22} {k:>5} {1:>4} {tokens1:>7} {seconds1:>8.1f} {tokens1 / seconds1:>7.1f} {1.0:>7.2f}")
-                print(f"{label:<22} {k:>5} {args.fleet:>4} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>7.1f} "
-                      f"{(tokens / seconds) / (tokens1 / seconds1):>7.2f}")
+                print(f"{f'{args.fleet} x 1 thread':<22} {k:>5} {args.fleet:>4} {tokens:>7} {seconds:>8.1f} "
+                      f"{tokens / seconds:>7.1f} {(tokens / seconds) / (tokens1 / seconds1):>7.2f}")
 
 
 if __name__ == "__main__":

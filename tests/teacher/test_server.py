@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from cotspec.errors import CotspecError
-from cotspec.teacher.server import EMBEDDED_PRESET, LlamaServer, resolve_gguf, start_llama_server
+from cotspec.teacher import engines
+from cotspec.teacher.server import EMBEDDED_PRESET, LlamaServer, LlamaServerConfig, resolve_gguf, start_llama_server
 
 
 def test_fixture_server_serves_the_embedded_model(llama_server):
@@ -132,3 +133,21 @@ def test_a_port_another_program_listens_on_is_refused_before_starting():
         with pytest.raises(CotspecError, match=rf"cannot listen on 127\.0\.0\.1:{port}.*another program"):
             with start_llama_server(port=port):
                 pass
+
+
+# ---- the engine setting (the llama-server engine itself: test_llama_server.py) ----------------------------
+
+
+def test_settings_are_checked_before_anything_starts():
+    with pytest.raises(CotspecError, match="^engine: must be one of llama-cpp-python, llama-server"):
+        LlamaServerConfig(engine="vllm")  # type: ignore[arg-type]
+    with pytest.raises(CotspecError, match="^parallel: llama-cpp-python's server serves one request at a time"):
+        LlamaServerConfig(parallel=4)
+    assert LlamaServerConfig(engine="llama-server").slots == engines.DEFAULT_PARALLEL
+
+
+def test_a_missing_binary_named_in_the_environment_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv(engines.BINARY_ENV, str(tmp_path / "nope"))
+    with pytest.raises(CotspecError, match=r"COTSPEC_LLAMA_SERVER=.*nope: not an executable file.*make install-teacher-server"):
+        with start_llama_server(engine="llama-server"):
+            pass

@@ -18,9 +18,11 @@ params.n completions)`` once all n samples of a prompt are in.
 How requests are sent
 ---------------------
 - The samples of a request are asked for ``max_n_per_request`` at a time with the API's ``n``. Some
-  servers ignore ``n`` (llama.cpp's server always returns one choice): when a response has fewer
+  servers ignore ``n`` (llama-cpp-python's server always returns one choice): when a response has fewer
   choices than asked, the ones received are kept and the rest are sent as one request per sample,
-  for the rest of the run.
+  for the rest of the run. Others cap it (llama.cpp's llama-server at its slot count) and refuse more
+  with HTTP 400: then half as many are asked for per request, for the rest of the run, down to one;
+  a 400 that has nothing to do with ``n`` still stops the run, at one sample per request.
 - Seeds: with ``params.seed`` set, each HTTP request carries ``sample_seed(seed, prompt, first sample
   id)``, so a sample is reproducible however the run was split or resumed. Without one, sampled
   (temperature > 0) requests carry a fresh random seed: servers such as llama.cpp's otherwise derive
@@ -152,6 +154,14 @@ def _normalize_base_url(url: str) -> str:
     return url if parts.path else url + "/v1"
 
 
+class RequestRejected(CotspecError):
+    """A request the server refused with a 4xx that retrying cannot fix (bad key, URL, model, settings)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class _Work:
     """One HTTP request's worth of samples: `sample_ids` of `request`, with the seed it carries."""
@@ -174,6 +184,7 @@ class OpenAIBackend(GenerateFromRequests):
         self._model = config.model
         self._pool = EndpointPool(config.base_urls, config.cooldown_s, config.failures_before_cooldown)
         self._n_supported = True  # until a server returns fewer choices than asked
+        self._max_n = config.max_n_per_request  # halved while a server refuses requests for n > 1
         self._random = random.SystemRandom()
 
     @classmethod
@@ -238,8 +249,12 @@ class OpenAIBackend(GenerateFromRequests):
     # -- the async engine ---------------------------------------------------------------------
 
     def _plan(self, request: SampleRequest, params: SamplingParams) -> list[_Work]:
-        size = self.config.max_n_per_request if self._n_supported else 1
-        ids = request.sample_ids
+        size = self._max_n if self._n_supported else 1
+        return self._split(request, request.sample_ids, size, params)
+
+    def _split(
+        self, request: SampleRequest, ids: tuple[int, ...], size: int, params: SamplingParams
+    ) -> list[_Work]:
         return [self._work(request, ids[i : i + size], params) for i in range(0, len(ids), size)]
 
     def _work(self, request: SampleRequest, sample_ids: tuple[int, ...], params: SamplingParams) -> _Work:
@@ -307,7 +322,18 @@ class OpenAIBackend(GenerateFromRequests):
         api = self.config.api
         assert self._model is not None
         payload = build_payload(api, self._model, work.request.prompt, params, len(work.sample_ids), work.seed)
-        completions = await self._call(client, "POST", API_PATHS[api], payload, api_key, params)
+        try:
+            completions = await self._call(client, "POST", API_PATHS[api], payload, api_key, params)
+        except RequestRejected as err:
+            if err.status != 400 or len(work.sample_ids) == 1:
+                raise
+            # min(): requests refused at the same time all land on the same smaller size.
+            self._max_n = min(self._max_n, len(work.sample_ids) // 2)
+            logger.info("server refused n=%d (%s); asking for %d per request",
+                        len(work.sample_ids), err, self._max_n)
+            for part in self._split(work.request, work.sample_ids, self._max_n, params):
+                pending.put_nowait(part)
+            return []
         got = completions[: len(work.sample_ids)]
         if len(got) < len(work.sample_ids):
             # The server ignored `n`: keep what came and ask for the rest one sample per request.
@@ -405,15 +431,16 @@ class OpenAIBackend(GenerateFromRequests):
 
     def _client_error(
         self, method: str, path: str, endpoint: Endpoint, response: httpx.Response, api_key: str | None
-    ) -> CotspecError:
+    ) -> RequestRejected:
         hint = {
             401: f"check the API key in ${self._api_key_env}",
             403: f"check the API key in ${self._api_key_env}",
             404: "check the server's base URL (it usually ends in /v1) and the model name",
         }.get(response.status_code, "check the sampling settings and the model name")
         detail = _redact(response.text[:200], api_key)
-        return CotspecError(
-            f"{method} {path} on {endpoint.label} was rejected with HTTP {response.status_code}: {detail}; {hint}"
+        return RequestRejected(
+            f"{method} {path} on {endpoint.label} was rejected with HTTP {response.status_code}: {detail}; {hint}",
+            response.status_code,
         )
 
     def _log_retry(self, method: str, path: str, state: RetryCallState) -> None:

