@@ -341,3 +341,22 @@ def test_an_unfinished_evaluation_leaves_the_table_out_not_the_exit_status(world
     assert result.exit_code == 0, result.stderr
     assert calls["model_loads"] == 0
     assert "no before/after table yet: " in result.stdout and "step-999" in result.stdout
+
+
+def test_the_embedded_teacher_can_be_llama_server(world, tmp_path):
+    """teacher.server_engine picks llama.cpp's C++ server for the sample stage: real sampling, with top-k."""
+    import cotspec.pipeline as pipeline
+    from cotspec.store import SampleStore
+
+    config = world.config(
+        "llama-server",
+        teacher={"server": "embedded", "server_engine": "llama-server", "server_parallel": 2, "server_n_ctx": 512,
+                 "top_logprobs": 5},
+        eval={"base": False},
+    )
+    pipeline.run(config, out=tmp_path / "run", until="sample")
+    store = SampleStore.open(tmp_path / "run" / "teacher" / "samples.db")
+    samples = list(store.iter_samples(correct_only=False, with_topk=True))
+    assert len(samples) == 4  # 2 questions x 2 chains
+    assert all(s.has_logprobs and len(s.top_tokens) == len(s.tokens) > 0 for s in samples)
+    assert all(1 <= len(candidates) <= 5 for s in samples for candidates in s.top_tokens)

@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 def check_teacher(teacher: TeacherConfig) -> None:
     """One-line CotspecError when the teacher cannot be used; cheap (no model load, short timeouts)."""
     if teacher.server == "embedded":
-        from ..teacher.server import _require_llama_cpp, resolve_gguf
+        from ..teacher import engines
+        from ..teacher.server import resolve_gguf
 
-        _require_llama_cpp()
+        engines.require(teacher.server_engine)
         resolve_gguf(None if teacher.model == EMBEDDED_PRESET else teacher.model)
         return
     if teacher.backend == "openai":
@@ -63,6 +64,9 @@ def sample(teacher: TeacherConfig, store: Path, data_dir: Path):
     if teacher.server != "embedded":
         return run_sampling(teacher.for_store(store, data_dir=data_dir), make_teacher_backend)
     gguf = None if teacher.model == EMBEDDED_PRESET else teacher.model
-    with start_llama_server(gguf, n_ctx=teacher.server_n_ctx, n_threads=teacher.server_threads) as server:
+    with start_llama_server(
+        gguf, n_ctx=teacher.server_n_ctx, n_threads=teacher.server_threads,
+        engine=teacher.server_engine, parallel=teacher.server_parallel,
+    ) as server:
         config = teacher.for_store(store, data_dir=data_dir, base_urls=(server.base_url,), backend="openai")
         return run_sampling(config, make_teacher_backend)

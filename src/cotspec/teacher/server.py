@@ -180,11 +180,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _require_llama_cpp() -> None:
-    """The pipeline's up-front check of the default engine (kept for its callers)."""
-    engines.require("llama-cpp-python")
-
-
 def describe_exit(returncode: int) -> str:
     """``exited with status 1`` or ``was killed by SIGSEGV`` (Popen reports a signal as -N)."""
     if returncode >= 0:
