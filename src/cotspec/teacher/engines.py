@@ -7,9 +7,8 @@ settings out of our environment. `cotspec.teacher.server` runs either one the sa
   top-5 logprobs about 7x faster than the other one (bench/sampling_throughput.py).
 - ``llama-cpp-python``: ``python -m llama_cpp.server`` (``make install-teacher``, or a pip install). One
   request at a time, top-k logprobs sorted in Python, ``n`` ignored. It is still the default: it is what
-  ``make install-teacher``/``make test``/``make demo`` and ``pip install 'cotspec[teacher]'`` install,
-  while llama-server needs its own cmake build, and the pipeline (``teacher.server: embedded``) has no
-  engine setting yet, so it starts the default.
+  ``make install-teacher``/``make demo`` and ``pip install 'cotspec[teacher]'`` install, while llama-server
+  needs its own cmake build. The pipeline picks one with ``teacher.server_engine``.
 
 Both run the same llama.cpp: the server is built from the copy the llama-cpp-python sdist vendors, with
 the same portable flags (no AVX-512, no AMX: see the Makefile).
