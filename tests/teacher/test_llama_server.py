@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import signal
-import socket
 from typing import Iterator
 
 import httpx
@@ -136,15 +135,6 @@ def test_a_file_that_is_no_gguf_fails_to_start_in_one_line(tmp_path):
             pass
     assert "\n" not in str(raised.value)
 
-
-def test_a_port_another_program_listens_on_is_refused_before_starting():
-    with socket.socket() as other:
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        port = other.getsockname()[1]
-        with pytest.raises(CotspecError, match=rf"cannot listen on 127\.0\.0\.1:{port}.*another program"):
-            with start_llama_server(port=port, engine="llama-server"):
-                pass
 
 
 def test_its_settings_in_the_environment_are_ignored(monkeypatch):
