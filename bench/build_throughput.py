@@ -41,6 +41,8 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from cpu_info import cpu_description
 from typing import Iterator
 
 import numpy as np
@@ -58,14 +60,6 @@ from cotspec.tasks import gsm8k_dev_ids
 from cotspec.tasks.math import load_gsm8k
 
 _PIECES = re.compile(r" ?[A-Za-z]+| ?\d| ?[^\sA-Za-z\d]|\n")
-
-
-def cpu_line() -> str:
-    text = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    amx = "amx_tile" in (flags.group(1).split() if flags else [])
-    return f"{model.group(1) if model else 'unknown CPU'}, amx_tile: {'yes' if amx else 'no'}, {os.cpu_count()} cores"
 
 
 # ---- the synthetic store ----------------------------------------------------------------------------
@@ -299,7 +293,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("COTSPEC_PROGRESS", "off")
 
-    print(f"CPU: {cpu_line()}")
+    print(f"CPU: {cpu_description()}")
     with tempfile.TemporaryDirectory(prefix="build-throughput-") as tmp:
         store = Path(tmp) / "teacher.db"
         started = time.perf_counter()

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+from cpu_info import cpu_description
 from typing import Iterator
 
 from cotspec.backends.base import SamplingParams
 from cotspec.backends.openai_backend import OpenAIBackend
 from cotspec.tasks.datadir import read_jsonl, require_file, resolve_data_dir
 from cotspec.teacher.server import LlamaServer, start_llama_server
-
-
-def cpu_model() -> str:
-    text = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    amx = "amx_tile" in (flags.group(1).split() if flags else [])
-    return f"{model.group(1) if model else 'unknown CPU'} ({'AMX' if amx else 'no AMX'}, {os.cpu_count()} cores)"
 
 
 def gsm8k_prompts(data_dir: str | None, count: int) -> list[str]:
@@ -95,7 +88,7 @@ def main() -> None:
     prompts = gsm8k_prompts(args.data_dir, args.questions)
     base = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.5, seed=1234)
     builds = {"portable (make)": None, args.other_label: args.other_site}
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {cpu_description()}")
     print(f"{len(prompts)} GSM8K questions x {args.rounds} rounds, max_tokens {args.max_tokens}, temperature 0.5")
     totals: dict[tuple[str, int], list[float]] = {}
     with server_from(None, args.threads) as portable, server_from(args.other_site, args.threads) as other:

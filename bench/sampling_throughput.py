@@ -22,25 +22,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from cpu_info import cpu_description
 
 from cotspec.backends.base import SamplingParams
 from cotspec.backends.openai_backend import OpenAIBackend
 from cotspec.tasks.datadir import read_jsonl, require_file, resolve_data_dir
 from cotspec.teacher.engines import ENGINES
 from cotspec.teacher.server import LlamaServer, start_llama_server
-
-
-def cpu_description() -> str:
-    """``model name`` of /proc/cpuinfo, whether it has AMX tiles (amx_tile), and the core count."""
-    text = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    amx = "amx_tile" in (flags.group(1).split() if flags else [])
-    return f"{model.group(1) if model else 'unknown CPU'}; amx_tile: {'yes' if amx else 'no'}; {os.cpu_count()} cores"
 
 
 def gsm8k_prompts(data_dir: str | None, count: int) -> list[str]:
