@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import replace
 
 import pytest
@@ -187,6 +188,51 @@ def test_prompts_that_share_a_prefix_prefill_it_once_and_decode_as_if_alone(mode
         assert shapes[1][0] == 3 and shapes[1][1] < len(prompts[1])  # then each row's own tokens
     for prompt, row in zip(prompts, rows):
         generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" else [])
+        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
+        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
+        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
+            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+
+
+def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch):
+    """Two exemplar sets and prompts without one, 3 rows at a time: each prefix is prefilled once and
+    kept once (rows hold only their own tokens), rows that join reuse a prefix the batch holds, and
+    every row's log-probs are its unpadded forward pass's."""
+    from support.tiny_models import ascii_tokenizer, tiny_llama
+
+    from cotspec.backends import decoding
+
+    tokenizer = ascii_tokenizer()
+    model = tiny_llama(tokenizer)
+    first = "Q: Tom has 2 cats and 3 dogs. How many pets?\nA: 2 + 3 = 5. The answer is 5.\n\n"
+    second = "Input: not ( True ) and False\nReasoning: not True is False. So the answer is False.\n\n"
+    texts = [first + "Q: 7 - 4?\nA:", first + "Q: Sara reads 10 pages.\nA:", first + "Q: 1 + 1?\nA:",
+             first + "Q: 9 * 2?\nA:", second + "Input: True or False\n", second + "Input: not False\n", "Hello",
+             second + "Input: False and True\n"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    greedy = SamplingParams(max_new_tokens=10, top_logprobs=2)
+    with torch.no_grad():
+        alone = [decode_batch(model, [p], greedy, options(tokenizer), pad_id=tokenizer.pad_token_id)[0] for p in prompts]
+    words = [tokenizer.decode(row.token_ids, skip_special_tokens=True) for row in alone]
+    # Rows end at different steps (a stop string from some rows' own output), so others join mid-way.
+    params = replace(greedy, stop=tuple(word[2 + i % 4 : 4 + i % 4] for i, word in enumerate(words) if i % 2 and len(word) >= 8))
+    prefills = []
+    real_init = decoding.CausalStepper.__init__
+
+    def init(self, model, prompts, pad_id, held=None):
+        real_init(self, model, prompts, pad_id, held)
+        prefills.append((len(prompts), self.prefixes.tokens and len(self.prefixes.tokens[0]), self.cache.get_seq_length()))
+
+    monkeypatch.setattr(decoding.CausalStepper, "__init__", init)
+    with torch.no_grad():
+        rows = decode_batch(model, prompts, params, options(tokenizer), pad_id=tokenizer.pad_token_id, batch_size=3)
+
+    first_prefix = len(os.path.commonprefix(prompts[:3]))
+    assert prefills[0] == (3, first_prefix, max(len(p) for p in prompts[:3]) - first_prefix)  # own tokens only
+    joined_alone = [entry for entry in prefills[1:] if entry[0] == 1]
+    assert any(entry[1] == first_prefix for entry in joined_alone)  # a lone joiner reused the held prefix
+    for prompt, row in zip(prompts, rows):
+        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
         expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
         assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
         for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):

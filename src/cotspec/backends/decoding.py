@@ -43,6 +43,8 @@ from transformers import (
 from transformers.cache_utils import DynamicLayer
 
 from .base import SamplingParams
+from .shared_prefix import SharedPrefixes, attending
+from .shared_prefix import supported as shared_prefix_supported
 from .stopping import find_stop
 
 
@@ -178,34 +180,60 @@ class CausalStepper:
     """Decoder-only: left-padded prompts, explicit position ids, one growing KV cache.
 
     Prompts that start alike (few-shot exemplars, a shared instruction) are prefilled in two parts:
-    their common prefix once, copied to every row, then each row's own rest. A row then reads
-    ``[prefix][padding][own tokens]``; the mask hides the padding and positions count real tokens.
+    their common prefix once, then each row's own rest. With SDPA attention the prefix's keys and values
+    stay single and every row attends to them besides its own cache (`shared_prefix`); otherwise they
+    are copied to every row, which then reads ``[prefix][padding][own tokens]``. Either way the mask
+    hides the padding and positions count real tokens.
     """
 
     MIN_SHARED = 16
     """Shortest common prefix worth a separate prefill (below it, one batched prefill is as cheap)."""
 
-    def __init__(self, model: PreTrainedModel, prompts: Sequence[Sequence[int]], pad_id: int):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        prompts: Sequence[Sequence[int]],
+        pad_id: int,
+        held: SharedPrefixes | None = None,
+    ):
+        """`held`: prefixes already computed (those of the batch these rows will join); a prefix that
+        every prompt extends is reused as it is, not prefilled again."""
         self.model = model
         device = model.device
         self.cache, self.can_join = _growing_cache(model)
+        self.prefixes = SharedPrefixes(row_prefix=torch.full((len(prompts),), -1, dtype=torch.long, device=device))
+        apart = self.can_join and shared_prefix_supported(model)
+        reused = held.longest_common(prompts) if apart and held is not None else None
         shared = 0
-        if self.can_join and len(prompts) > 1:
+        if reused is not None:
+            shared = len(held.tokens[reused])
+            self.prefixes.row_prefix.fill_(self.prefixes.add(held.tokens[reused], held.keys[reused], held.values[reused]))
+        elif self.can_join and len(prompts) > 1:
             # Every row keeps at least one own token: its last one gives the first logits.
             shared = min(len(os.path.commonprefix([list(p) for p in prompts])), min(map(len, prompts)) - 1)
             if shared < self.MIN_SHARED:
                 shared = 0
-        self.mask = torch.ones((len(prompts), shared), dtype=torch.long, device=device)
-        if shared:
+        kept_apart = bool(shared) and apart
+        self.mask = torch.ones((len(prompts), 0 if kept_apart else shared), dtype=torch.long, device=device)
+        if shared and reused is None:
+            prefix_cache = DynamicCache(config=model.config) if kept_apart else self.cache
             model(
                 input_ids=torch.tensor([list(prompts[0][:shared])], device=device),
-                attention_mask=self.mask[:1],
+                attention_mask=torch.ones((1, shared), dtype=torch.long, device=device),
                 position_ids=torch.arange(shared, device=device)[None],
-                **_cache_argument(self.model, self.cache),
+                **_cache_argument(self.model, prefix_cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self.cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+            if kept_apart:
+                index = self.prefixes.add(
+                    prompts[0][:shared],
+                    [layer.keys[0] for layer in prefix_cache.layers],
+                    [layer.values[0] for layer in prefix_cache.layers],
+                )
+                self.prefixes.row_prefix.fill_(index)
+            else:
+                self.cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
 
         rests = [p[shared:] for p in prompts]
         width = max(len(rest) for rest in rests)
@@ -214,35 +242,39 @@ class CausalStepper:
         for row, ids in enumerate(rests):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             rest_mask[row, width - len(ids) :] = 1
-        self.mask = torch.cat([self.mask, rest_mask.to(device)], dim=1)
+        rest_mask = rest_mask.to(device)
+        self.mask = torch.cat([self.mask, rest_mask], dim=1)
         # Padding shifts the prompt; positions count real tokens only, as if each row were alone.
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        positions = (rest_mask.cumsum(-1) - 1 + shared).clamp(min=0)
         self.last_position = positions[:, -1:]
-        self.first_logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=self.mask,
-            position_ids=positions,
-            **_cache_argument(self.model, self.cache),
-            use_cache=True,
-            logits_to_keep=1,  # the LM head on the last position only: vocab x prompt length saved
-        ).logits[:, -1]
+        with attending(model, self.prefixes):
+            self.first_logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=self.mask,
+                position_ids=positions,
+                **_cache_argument(self.model, self.cache),
+                use_cache=True,
+                logits_to_keep=1,  # the LM head on the last position only: vocab x prompt length saved
+            ).logits[:, -1]
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
         self.last_position = self.last_position + 1
-        return self.model(
-            input_ids=tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=self.last_position,
-            **_cache_argument(self.model, self.cache),
-            use_cache=True,
-        ).logits[:, -1]
+        with attending(self.model, self.prefixes):
+            return self.model(
+                input_ids=tokens[:, None],
+                attention_mask=self.mask,
+                position_ids=self.last_position,
+                **_cache_argument(self.model, self.cache),
+                use_cache=True,
+            ).logits[:, -1]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (indices may repeat: that duplicates a row); cut columns no row uses."""
         self.cache.batch_select_indices(rows)
         self.mask = self.mask[rows]
         self.last_position = self.last_position[rows]
+        self.prefixes.select(rows)
         if self.can_join:
             unused = self._unused_columns()
             if unused:
@@ -261,6 +293,7 @@ class CausalStepper:
             mine._refresh_views()
         self.mask = _stack_right_aligned([self.mask, other.mask], width, dim=1)
         self.last_position = torch.cat([self.last_position, other.last_position])
+        self.prefixes.join(other.prefixes)
 
     def _unused_columns(self) -> int:
         """Leading columns that are padding in every row."""
@@ -359,7 +392,8 @@ def decode_rows(
             can_join = active and stepper.can_join
             if waiting and (not active or (can_join and free >= refill_at)):
                 group = [waiting.popleft() for _ in range(min(free if joinable else fixed_size, len(waiting)))]
-                new, new_logits = _prefill(stepper_class, model, [prompts[row] for row in group], pad_id)
+                held = stepper.prefixes if active and joinable else None
+                new, new_logits = _prefill(stepper_class, model, [prompts[row] for row in group], pad_id, held)
                 for row in group:
                     results[row] = RowResult(top_logprobs=[] if params.top_logprobs else None)
                     if seeds is not None:
@@ -404,12 +438,14 @@ def decode_rows(
             yield row, results.pop(row)
 
 
-def _prefill(stepper_class, model: PreTrainedModel, prompts: list[Sequence[int]], pad_id: int):
+def _prefill(stepper_class, model: PreTrainedModel, prompts: list[Sequence[int]], pad_id: int, held=None):
     """A stepper over `prompts` and the logits of their first tokens; each distinct prompt is prefilled
-    once (n samples of a prompt then share its cache rows by copy)."""
+    once (n samples of a prompt then share its cache rows by copy). `held`: the running batch's shared
+    prefixes, reused by new rows that extend one of them (decoder-only)."""
     distinct: dict[tuple[int, ...], int] = {}
     source_row = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    stepper = stepper_class(model, [list(p) for p in distinct], pad_id)
+    extra = {"held": held} if held is not None else {}
+    stepper = stepper_class(model, [list(p) for p in distinct], pad_id, **extra)
     logits = stepper.first_logits
     if len(distinct) < len(prompts):
         expand = torch.tensor(source_row, device=model.device)
