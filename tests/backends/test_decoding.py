@@ -237,3 +237,32 @@ def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch
         assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
         for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
             assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+
+
+def test_prompts_of_two_exemplar_sets_in_one_batch_get_one_prefix_each():
+    from support.tiny_models import ascii_tokenizer, tiny_llama
+
+    from cotspec.backends.decoding import CausalStepper, prefix_runs
+
+    tokenizer = ascii_tokenizer()
+    first = "Q: Tom has 2 cats and 3 dogs. How many pets?\nA: 2 + 3 = 5. The answer is 5.\n\n"
+    second = "Q: Tom reads a book of 40 pages in 4 days.\nA: 40 / 4 = 10. The answer is 10.\n\n"  # opens alike
+    texts = [first + "Q: 7 - 4?\nA:", first + "Q: 1 + 1?\nA:", "Q: alone", second + "Q: 2 * 3?\nA:", second + "Q: 5?\nA:"]
+    prompts = sorted(tokenizer(t)["input_ids"] for t in texts)
+    runs = prefix_runs(prompts, None, CausalStepper.MIN_SHARED)
+    by_prefix = sorted((stop - start, length) for start, stop, length, _ in runs)
+    encoded = [tokenizer(t)["input_ids"] for t in texts]
+    shared = sorted(len(os.path.commonprefix(pair)) for pair in (encoded[:2], encoded[3:]))
+    assert by_prefix == [(1, 0), (2, shared[0]), (2, shared[1])]  # not one run with the short common opening
+    model = tiny_llama(tokenizer)
+    params = SamplingParams(max_new_tokens=5, top_logprobs=2)
+    with torch.no_grad():
+        rows = decode_batch(model, prompts, params, options(tokenizer), pad_id=tokenizer.pad_token_id, batch_size=8)
+        stepper = CausalStepper(model, prompts, tokenizer.pad_token_id)
+    assert len(stepper.prefixes.tokens) == 2 and sorted(stepper.prefixes.row_prefix.tolist()).count(-1) == 1
+    for prompt, row in zip(prompts, rows):
+        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
+        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
+        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
+        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
+            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)

@@ -176,6 +176,37 @@ def _stack_right_aligned(parts: Sequence[torch.Tensor], width: int, dim: int, sp
     return out
 
 
+def prefix_runs(
+    prompts: Sequence[Sequence[int]], held: SharedPrefixes | None, min_shared: int
+) -> list[tuple[int, int, int, int | None]]:
+    """Cut prompts (in token order, so alike prompts are neighbours) into runs that share a prefix:
+    (start, stop, prefix length, index of the `held` prefix reused or None). A run is prompts that
+    extend a held prefix, or neighbours whose common prefix stays >= `min_shared` tokens and above half
+    of what the run shared so far (two BBH tasks that open alike are two runs, not one short prefix);
+    a lone prompt is a run with length 0. Every row keeps at least one own token."""
+    runs = []
+    start = 0
+    while start < len(prompts):
+        reused = held.longest_common([prompts[start]]) if held is not None else None
+        stop = start + 1
+        if reused is not None:
+            tokens = held.tokens[reused]
+            while stop < len(prompts) and held.longest_common([prompts[stop]]) == reused:
+                stop += 1
+            runs.append((start, stop, len(tokens), reused))
+        else:
+            length = len(prompts[start]) - 1
+            while stop < len(prompts):
+                common = min(len(os.path.commonprefix([list(prompts[stop - 1]), list(prompts[stop])])), len(prompts[stop]) - 1)
+                if common < min_shared or common * 2 < length:
+                    break
+                length = min(length, common)
+                stop += 1
+            runs.append((start, stop, length if stop - start > 1 else 0, None))
+        start = stop
+    return runs
+
+
 class CausalStepper:
     """Decoder-only: left-padded prompts, explicit position ids, one growing KV cache.
 
@@ -196,46 +227,38 @@ class CausalStepper:
         pad_id: int,
         held: SharedPrefixes | None = None,
     ):
-        """`held`: prefixes already computed (those of the batch these rows will join); a prefix that
-        every prompt extends is reused as it is, not prefilled again."""
+        """`held`: prefixes already computed (those of the batch these rows will join); a run of prompts
+        that extend one of them reuses it as it is, not prefilled again."""
         self.model = model
         device = model.device
         self.cache, self.can_join = _growing_cache(model)
         self.prefixes = SharedPrefixes(row_prefix=torch.full((len(prompts),), -1, dtype=torch.long, device=device))
-        apart = self.can_join and shared_prefix_supported(model)
-        reused = held.longest_common(prompts) if apart and held is not None else None
-        shared = 0
-        if reused is not None:
-            shared = len(held.tokens[reused])
-            self.prefixes.row_prefix.fill_(self.prefixes.add(held.tokens[reused], held.keys[reused], held.values[reused]))
-        elif self.can_join and len(prompts) > 1:
-            # Every row keeps at least one own token: its last one gives the first logits.
-            shared = min(len(os.path.commonprefix([list(p) for p in prompts])), min(map(len, prompts)) - 1)
-            if shared < self.MIN_SHARED:
-                shared = 0
-        kept_apart = bool(shared) and apart
-        self.mask = torch.ones((len(prompts), 0 if kept_apart else shared), dtype=torch.long, device=device)
-        if shared and reused is None:
-            prefix_cache = DynamicCache(config=model.config) if kept_apart else self.cache
-            model(
-                input_ids=torch.tensor([list(prompts[0][:shared])], device=device),
-                attention_mask=torch.ones((1, shared), dtype=torch.long, device=device),
-                position_ids=torch.arange(shared, device=device)[None],
-                **_cache_argument(self.model, prefix_cache),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            if kept_apart:
-                index = self.prefixes.add(
-                    prompts[0][:shared],
-                    [layer.keys[0] for layer in prefix_cache.layers],
-                    [layer.values[0] for layer in prefix_cache.layers],
-                )
-                self.prefixes.row_prefix.fill_(index)
-            else:
+        offsets = [0] * len(prompts)  # prompt tokens of each row held as a shared prefix
+        if self.can_join and shared_prefix_supported(model):
+            for start, stop, length, held_index in prefix_runs(prompts, held, self.MIN_SHARED):
+                if held_index is not None:
+                    index = self.prefixes.add(held.tokens[held_index], held.keys[held_index], held.values[held_index])
+                elif length:
+                    keys, values = self._prefill_prefix(prompts[start][:length], DynamicCache(config=model.config))
+                    index = self.prefixes.add(prompts[start][:length], keys, values)
+                else:
+                    continue
+                self.prefixes.row_prefix[start:stop] = index
+                offsets[start:stop] = [length] * (stop - start)
+            self.mask = torch.ones((len(prompts), 0), dtype=torch.long, device=device)
+        else:
+            shared = 0
+            if self.can_join and len(prompts) > 1:
+                # Every row keeps at least one own token: its last one gives the first logits.
+                shared = min(len(os.path.commonprefix([list(p) for p in prompts])), min(map(len, prompts)) - 1)
+                shared = shared if shared >= self.MIN_SHARED else 0
+            if shared:  # copied into every row, which then reads [prefix][padding][own tokens]
+                self._prefill_prefix(prompts[0][:shared], self.cache)
                 self.cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+            self.mask = torch.ones((len(prompts), shared), dtype=torch.long, device=device)
+            offsets = [shared] * len(prompts)
 
-        rests = [p[shared:] for p in prompts]
+        rests = [p[offset:] for p, offset in zip(prompts, offsets)]
         width = max(len(rest) for rest in rests)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         rest_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -244,8 +267,9 @@ class CausalStepper:
             rest_mask[row, width - len(ids) :] = 1
         rest_mask = rest_mask.to(device)
         self.mask = torch.cat([self.mask, rest_mask], dim=1)
+        shift = torch.tensor(offsets, dtype=torch.long, device=device)[:, None]
         # Padding shifts the prompt; positions count real tokens only, as if each row were alone.
-        positions = (rest_mask.cumsum(-1) - 1 + shared).clamp(min=0)
+        positions = (rest_mask.cumsum(-1) - 1 + shift).clamp(min=0)
         self.last_position = positions[:, -1:]
         with attending(model, self.prefixes):
             self.first_logits = model(
@@ -256,6 +280,19 @@ class CausalStepper:
                 use_cache=True,
                 logits_to_keep=1,  # the LM head on the last position only: vocab x prompt length saved
             ).logits[:, -1]
+
+    def _prefill_prefix(self, tokens: Sequence[int], cache: DynamicCache) -> tuple[list, list]:
+        """Run `tokens` as one row into `cache`; its per-layer keys and values, [KV heads, len, head dim]."""
+        device = self.model.device
+        self.model(
+            input_ids=torch.tensor([list(tokens)], device=device),
+            attention_mask=torch.ones((1, len(tokens)), dtype=torch.long, device=device),
+            position_ids=torch.arange(len(tokens), device=device)[None],
+            **_cache_argument(self.model, cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return [layer.keys[0] for layer in cache.layers], [layer.values[0] for layer in cache.layers]
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
