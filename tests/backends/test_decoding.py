@@ -48,6 +48,17 @@ def next_token_logits(model, prompt: list[int], generated: list[int]) -> torch.T
         return model(input_ids=full).logits[0, len(prompt) - 1 :]
 
 
+def assert_decoded_as_if_alone(model, tokenizer, prompts, rows, k: int = 2) -> None:
+    """Every row's top-k log-probs are those of its own unpadded forward pass."""
+    for prompt, row in zip(prompts, rows):
+        # A row ended by a stop string holds the token that completed it; one ended by EOS does not.
+        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
+        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(k)
+        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
+        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
+            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+
+
 def test_top_logprobs_are_log_softmax_of_raw_logits_before_temperature(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
@@ -133,12 +144,7 @@ def test_rows_that_join_a_running_batch_decode_as_if_alone(model_and_tokenizer, 
 
     assert len({row.generated for row in rows}) > 1  # rows did end at different steps
     assert bool(joins) != model.config.is_encoder_decoder  # decoder-only rows joined; T5 decodes in fixed batches
-    for prompt, row in zip(prompts, rows):
-        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
-        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
-        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
-        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
-            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+    assert_decoded_as_if_alone(model, tokenizer, prompts, rows)
 
 
 def test_the_cache_grows_in_place_and_keeps_what_it_held():
@@ -186,12 +192,7 @@ def test_prompts_that_share_a_prefix_prefill_it_once_and_decode_as_if_alone(mode
     if not model.config.is_encoder_decoder:
         assert shapes[0] == (1, shared)  # the common prefix, once
         assert shapes[1][0] == 3 and shapes[1][1] < len(prompts[1])  # then each row's own tokens
-    for prompt, row in zip(prompts, rows):
-        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" else [])
-        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
-        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
-        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
-            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+    assert_decoded_as_if_alone(model, tokenizer, prompts, rows)
 
 
 def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch):
@@ -231,12 +232,7 @@ def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch
     assert prefills[0] == (3, first_prefix, max(len(p) for p in prompts[:3]) - first_prefix)  # own tokens only
     joined_alone = [entry for entry in prefills[1:] if entry[0] == 1]
     assert any(entry[1] == first_prefix for entry in joined_alone)  # a lone joiner reused the held prefix
-    for prompt, row in zip(prompts, rows):
-        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
-        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
-        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
-        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
-            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+    assert_decoded_as_if_alone(model, tokenizer, prompts, rows)
 
 
 def test_prompts_of_two_exemplar_sets_in_one_batch_get_one_prefix_each():
@@ -260,9 +256,4 @@ def test_prompts_of_two_exemplar_sets_in_one_batch_get_one_prefix_each():
         rows = decode_batch(model, prompts, params, options(tokenizer), pad_id=tokenizer.pad_token_id, batch_size=8)
         stepper = CausalStepper(model, prompts, tokenizer.pad_token_id)
     assert len(stepper.prefixes.tokens) == 2 and sorted(stepper.prefixes.row_prefix.tolist()).count(-1) == 1
-    for prompt, row in zip(prompts, rows):
-        generated = row.token_ids + ([tokenizer.eos_token_id] if row.finish_reason == "stop" and row.stop_at is None else [])
-        expected = torch.log_softmax(next_token_logits(model, prompt, generated).float(), dim=-1).topk(2)
-        assert [ids for ids, _ in row.top_logprobs] == expected.indices.tolist()
-        for (_, values), want in zip(row.top_logprobs, expected.values.tolist()):
-            assert values == pytest.approx(want, rel=1e-3, abs=1e-4)
+    assert_decoded_as_if_alone(model, tokenizer, prompts, rows)
