@@ -195,14 +195,16 @@ def test_prompts_that_share_a_prefix_prefill_it_once_and_decode_as_if_alone(mode
     assert_decoded_as_if_alone(model, tokenizer, prompts, rows)
 
 
-def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch):
+@pytest.mark.parametrize("flash_on_cpu", [True, False], ids=["cpu-flash-kernel", "portable"])
+def test_rows_of_several_shared_prefixes_join_and_decode_as_if_alone(monkeypatch, flash_on_cpu):
     """Two exemplar sets and prompts without one, 3 rows at a time: each prefix is prefilled once and
     kept once (rows hold only their own tokens), rows that join reuse a prefix the batch holds, and
     every row's log-probs are its unpadded forward pass's."""
     from support.tiny_models import ascii_tokenizer, tiny_llama
 
-    from cotspec.backends import decoding
+    from cotspec.backends import decoding, shared_prefix
 
+    monkeypatch.setattr(shared_prefix, "FLASH_ON_CPU", flash_on_cpu)  # portable: the path of GPUs
     tokenizer = ascii_tokenizer()
     model = tiny_llama(tokenizer)
     first = "Q: Tom has 2 cats and 3 dogs. How many pets?\nA: 2 + 3 = 5. The answer is 5.\n\n"

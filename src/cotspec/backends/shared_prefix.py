@@ -6,17 +6,18 @@ keys and values, and every decoding step read all of them: 32 rows x ~800 prefix
 the largest cost of an 8-shot step. Here the prefix's keys and values stay single ([KV, P, D] per
 layer) and each row's cache holds only its own tokens. Attention splits in two and merges exactly:
 
-* over the prefix: every query of every row that shares it is one row of a single matmul against the
-  prefix keys (no mask: a prefix is visible to all of its rows' tokens);
+* over the prefix: every query of every row that shares it, as the rows of one attention call against
+  the prefix keys (no mask: a prefix is visible to all of its rows' tokens);
 * over the row's own tokens: as usual, with the causal / padding mask transformers builds for the
   row's own columns;
 * the two partial softmaxes are combined with their log-sum-exps (the "cascade" or "shared-prefix"
-  attention of FlashInfer and vLLM): out = (e_p o_p + e_o o_o) / (e_p + e_o), e = exp(lse - max).
+  attention of FlashInfer and vLLM): out = w_p o_p + w_o o_o, w = exp(lse - logaddexp(lse_p, lse_o)).
 
 Several prefixes may be live at once (continuous batching across BBH tasks): `row_prefix` maps each row
-to its prefix, -1 for a row without one. `decode_attention` is registered with transformers' attention
-and mask registries under `NAME` (the mask built as for SDPA) and reads the prefixes of the block
-entered with `attending(model, prefixes)`.
+to its prefix, -1 for a row without one. `shared_prefix_attention` is registered with transformers'
+attention and mask registries under `NAME` (the mask built as for SDPA) and reads the prefixes of the
+block entered with `attending(model, prefixes)`. Models whose attention is not SDPA (and encoder-decoder
+ones) keep the copy per row (`supported`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "cotspec_shared_prefix"
+FLASH_ON_CPU = True
+"""Use PyTorch's CPU flash-attention kernel for the two partial attentions (tests switch it off to
+check the portable path that other devices take)."""
 
 
 @dataclass
@@ -117,21 +121,32 @@ def _attend(
 
     query: [N, heads, Q, D]; key, value: [N, heads, L, D]; mask: None or [N, 1, Q, L] bool (True =
     attend). Returns ([N, heads, Q, D] float32, [N, heads, Q, 1] float32); a query that may attend to
-    nothing (left padding) gets output 0 and log-sum-exp -inf, so merging gives it no weight. PyTorch's
-    CPU flash-attention kernel computes both in one pass and never holds the [Q, L] scores.
+    nothing (left padding) gets output 0 and log-sum-exp -inf, so merging gives it no weight.
+
+    On a CPU, PyTorch's flash-attention kernel returns both in one pass without holding the [Q, L]
+    scores (a private op: `scaled_dot_product_attention` does not return the log-sum-exp); elsewhere
+    the scores are formed explicitly.
     """
-    additive = None
-    if mask is not None:  # the kernel takes an additive mask of the query's dtype
-        additive = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
-    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, key, value, attn_mask=additive, scale=scale
-    )
-    lse = lse.unsqueeze(-1)
-    if mask is not None:  # fully masked queries: whatever the kernel wrote, they carry no weight
+    if query.device.type == "cpu" and FLASH_ON_CPU:
+        additive = None
+        if mask is not None:  # the kernel takes an additive mask of the query's dtype
+            additive = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
+        output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=additive, scale=scale
+        )
+        output, lse = output.float(), lse.unsqueeze(-1)
+    else:
+        scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+        weights = torch.exp(scores - lse.masked_fill(torch.isinf(lse), 0.0))
+        output = torch.matmul(weights.to(value.dtype), value).float()
+    if mask is not None:  # fully masked queries: whatever was computed, they carry no weight
         empty = ~mask.any(dim=-1, keepdim=True)  # [N, 1, Q, 1]
         lse = lse.masked_fill(empty, float("-inf"))
         output = output.masked_fill(empty, 0.0)
-    return output.float(), lse
+    return output, lse
 
 
 def shared_prefix_attention(
